@@ -1,0 +1,28 @@
+"""Test-wide settings: tool state stays in a temp dir, torch stays on few threads (2-core machines)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+_STATE = tempfile.mkdtemp(prefix="m1-tests-")
+os.environ.setdefault("PREFECT_HOME", os.path.join(_STATE, "prefect"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", os.path.join(_STATE, "prefect-results"))
+os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{os.path.join(_STATE, 'mlflow.db')}")
+os.environ.setdefault("HF_HOME", os.path.join(_STATE, "hf"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
