@@ -1,0 +1,14 @@
+"""SynLogic: procedurally generated logic tasks with rule-based verifiers (report section 4.1).
+
+Importing this package registers every family in the shared registry::
+
+    from tasks.synlogic import TASKS
+    items = TASKS["sudoku"].generate(8, seed=0, difficulty=2)
+
+docs/TASKS.md lists the families and their difficulty knobs.
+"""
+
+from tasks.base import TASKS
+from tasks.synlogic import puzzles_grid, puzzles_latin  # noqa: F401  (register on import)
+
+__all__ = ["TASKS"]

@@ -1,0 +1,381 @@
+"""Shading and placement puzzles on a grid: Kakurasu, Survo, Star placement, Campsite,
+Minesweeper, Norinori, Numbrix, Nonogram.
+
+As for the Latin puzzles, the solution is drawn first and the clues are read off it; verifiers
+check the rules and clues, so any valid solution earns 1.0.
+"""
+
+from __future__ import annotations
+
+import random
+
+from tasks.base import register
+from tasks.synlogic.base import (ANSWER_TAGS, SynLogicTask, format_grid, level, neighbours4,
+                                 neighbours8, parse_char_grid, parse_coords, parse_int_grid,
+                                 random_regions)
+
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _char_rows(rows: list[str]) -> str:
+    return "\n".join(" ".join(row) for row in rows)
+
+
+def _runs(line) -> list[int]:
+    out, run = [], 0
+    for filled in line:
+        if filled:
+            run += 1
+        elif run:
+            out.append(run)
+            run = 0
+    return out + [run] if run else out
+
+
+class Kakurasu(SynLogicTask):
+    name = "kakurasu"
+    difficulty_range = (1, 5)
+    knobs = "grid 3-7"
+    _levels = [3, 4, 5, 6, 7]
+
+    def make(self, rng, difficulty):
+        n = level(difficulty, self._levels)
+        shade = [[rng.random() < 0.45 for _ in range(n)] for _ in range(n)]
+        rows, cols = self._clues(shade, n)
+        question = (f"Kakurasu on a {n}x{n} grid: shade some cells. A shaded cell in column j is "
+                    f"worth j to its row, a shaded cell in row i is worth i to its column (counting "
+                    f"from 1). Each row's shaded values must add up to its row clue, each column's "
+                    f"to its column clue.\nRow clues (top to bottom): {' '.join(map(str, rows))}\n"
+                    f"Column clues (left to right): {' '.join(map(str, cols))}\n"
+                    f"Answer with the grid, one row per line, '#' for shaded and '.' for empty. "
+                    f"{ANSWER_TAGS}")
+        answer = _char_rows(["".join("#" if s else "." for s in row) for row in shade])
+        return question, answer, {"n": n, "rows": rows, "cols": cols}
+
+    @staticmethod
+    def _clues(shade, n):
+        rows = [sum(c + 1 for c in range(n) if shade[r][c]) for r in range(n)]
+        cols = [sum(r + 1 for r in range(n) if shade[r][c]) for c in range(n)]
+        return rows, cols
+
+    def check(self, item, answer):
+        meta = item["metadata"]
+        n = meta["n"]
+        grid = parse_char_grid(answer, n, n, "#.")
+        rows, cols = self._clues([[ch == "#" for ch in row] for row in grid], n)
+        return float(rows == meta["rows"] and cols == meta["cols"])
+
+
+class Survo(SynLogicTask):
+    name = "survo"
+    difficulty_range = (1, 5)
+    knobs = "grid 2x3 to 4x4 and the number of hidden cells"
+    _levels = [(2, 3, 3), (3, 3, 4), (3, 4, 6), (3, 4, 8), (4, 4, 10)]
+
+    def make(self, rng, difficulty):
+        m, n, n_hidden = level(difficulty, self._levels)
+        values = rng.sample(range(1, m * n + 1), m * n)
+        grid = [values[r * n:(r + 1) * n] for r in range(m)]
+        hidden = set(rng.sample([(r, c) for r in range(m) for c in range(n)], n_hidden))
+        givens = [[r, c, grid[r][c]] for r in range(m) for c in range(n) if (r, c) not in hidden]
+        rows, cols = [sum(row) for row in grid], [sum(grid[r][c] for r in range(m)) for c in range(n)]
+        shown = "\n".join(
+            " ".join("." if (r, c) in hidden else str(grid[r][c]) for c in range(n))
+            + f" | {rows[r]}" for r in range(m))
+        question = (f"Survo puzzle: fill the {m}x{n} grid so that it holds each number 1-{m * n} "
+                    f"exactly once, each row adds up to the number after '|' and each column to "
+                    f"the number below it.\n{shown}\n{' '.join(map(str, cols))}\n"
+                    f"Answer with the full grid (without the sums), one row per line, numbers "
+                    f"separated by spaces. {ANSWER_TAGS}")
+        return question, format_grid(grid), {"shape": [m, n], "givens": givens, "rows": rows,
+                                             "cols": cols}
+
+    def check(self, item, answer):
+        meta = item["metadata"]
+        m, n = meta["shape"]
+        grid = parse_int_grid(answer, m, n)
+        return float(sorted(v for row in grid for v in row) == list(range(1, m * n + 1))
+                     and [sum(row) for row in grid] == meta["rows"]
+                     and [sum(grid[r][c] for r in range(m)) for c in range(n)] == meta["cols"]
+                     and all(grid[r][c] == v for r, c, v in meta["givens"]))
+
+
+class StarPlacement(SynLogicTask):
+    name = "star_placement"
+    difficulty_range = (1, 5)
+    knobs = "grid 4-8 (one star per row, column and region)"
+    _levels = [4, 5, 6, 7, 8]
+
+    def make(self, rng, difficulty):
+        n = level(difficulty, self._levels)
+        cols = self._placement(rng, n)
+        region = random_regions(rng, [[(r, cols[r])] for r in range(n)], n, n)
+        shown = "\n".join(" ".join(_LETTERS[v] for v in row) for row in region)
+        question = (f"Star placement on a {n}x{n} grid divided into {n} lettered regions: place "
+                    f"{n} stars so that every row, every column and every region holds exactly one "
+                    f"star and no two stars touch, not even diagonally.\n{shown}\n"
+                    f"Answer with the grid, one row per line, '*' for a star and '.' for empty. "
+                    f"{ANSWER_TAGS}")
+        answer = _char_rows(["".join("*" if c == cols[r] else "." for c in range(n))
+                             for r in range(n)])
+        return question, answer, {"n": n, "region": region}
+
+    @staticmethod
+    def _placement(rng, n):
+        """A permutation whose consecutive rows' columns differ by more than one (no touching)."""
+        cols: list[int] = []
+
+        def place():
+            if len(cols) == n:
+                return True
+            for c in rng.sample(range(n), n):
+                if c not in cols and (not cols or abs(cols[-1] - c) > 1):
+                    cols.append(c)
+                    if place():
+                        return True
+                    cols.pop()
+            return False
+
+        place()
+        return cols
+
+    def check(self, item, answer):
+        meta = item["metadata"]
+        n, region = meta["n"], meta["region"]
+        grid = parse_char_grid(answer, n, n, "*.")
+        stars = [(r, c) for r in range(n) for c in range(n) if grid[r][c] == "*"]
+        return float(len(stars) == n and len({r for r, _ in stars}) == n
+                     and len({c for _, c in stars}) == n
+                     and len({region[r][c] for r, c in stars}) == n
+                     and not any(abs(r1 - r2) <= 1 and abs(c1 - c2) <= 1
+                                 for i, (r1, c1) in enumerate(stars) for r2, c2 in stars[i + 1:]))
+
+
+def _has_perfect_matching(tents, trees) -> bool:
+    """Every tent paired with its own orthogonally adjacent tree (augmenting paths)."""
+    if len(tents) != len(trees):
+        return False
+    trees = set(trees)
+    owner: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def assign(tent, seen):
+        r, c = tent
+        for tree in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+            if tree in trees and tree not in seen:
+                seen.add(tree)
+                if tree not in owner or assign(owner[tree], seen):
+                    owner[tree] = tent
+                    return True
+        return False
+
+    return all(assign(tent, set()) for tent in tents)
+
+
+class Campsite(SynLogicTask):
+    name = "campsite"
+    difficulty_range = (1, 5)
+    knobs = "grid 5-9 and the number of trees"
+    _levels = [(5, 4), (6, 6), (7, 8), (8, 10), (9, 13)]
+
+    def make(self, rng, difficulty):
+        n, want = level(difficulty, self._levels)
+        tents, trees = [], []
+        cells = [(r, c) for r in range(n) for c in range(n)]
+        rng.shuffle(cells)
+        for r, c in cells:
+            if len(tents) == want:
+                break
+            if (r, c) in trees or any(nb in tents for nb in neighbours8(r, c, n, n)):
+                continue
+            spots = [nb for nb in neighbours4(r, c, n, n) if nb not in trees and nb not in tents]
+            if spots:
+                tents.append((r, c))
+                trees.append(rng.choice(spots))
+        rows = [sum(1 for r, _ in tents if r == i) for i in range(n)]
+        cols = [sum(1 for _, c in tents if c == i) for i in range(n)]
+        board = [["T" if (r, c) in trees else "." for c in range(n)] for r in range(n)]
+        question = (f"Campsite: the {n}x{n} grid shows trees (T). Place one tent next to each tree "
+                    f"(above, below, left or right of it), each tent belonging to a different "
+                    f"tree; no two tents may touch, not even diagonally; each row and column must "
+                    f"hold the number of tents given.\n{format_grid(board)}\n"
+                    f"Tents per row (top to bottom): {' '.join(map(str, rows))}\n"
+                    f"Tents per column (left to right): {' '.join(map(str, cols))}\n"
+                    f"Answer with the grid, one row per line: 'T' for trees, 'C' for tents, '.' "
+                    f"for empty. {ANSWER_TAGS}")
+        answer = _char_rows(["".join("C" if (r, c) in tents else board[r][c] for c in range(n))
+                             for r in range(n)])
+        return question, answer, {"n": n, "trees": [list(t) for t in trees], "rows": rows,
+                                  "cols": cols}
+
+    def check(self, item, answer):
+        meta = item["metadata"]
+        n = meta["n"]
+        grid = parse_char_grid(answer, n, n, "TC.")
+        trees = {tuple(t) for t in meta["trees"]}
+        if {(r, c) for r in range(n) for c in range(n) if grid[r][c] == "T"} != trees:
+            return 0.0
+        tents = [(r, c) for r in range(n) for c in range(n) if grid[r][c] == "C"]
+        return float(
+            [row.count("C") for row in grid] == meta["rows"]
+            and [sum(grid[r][c] == "C" for r in range(n)) for c in range(n)] == meta["cols"]
+            and not any(grid[rr][cc] == "C" for r, c in tents for rr, cc in neighbours8(r, c, n, n))
+            and _has_perfect_matching(tents, trees))
+
+
+class Minesweeper(SynLogicTask):
+    name = "minesweeper"
+    difficulty_range = (1, 5)
+    knobs = "grid 4x4 to 8x8, mine count, share of safe cells revealed"
+    _levels = [(4, 3, 0.9), (5, 5, 0.85), (6, 7, 0.8), (7, 10, 0.75), (8, 13, 0.7)]
+
+    def make(self, rng, difficulty):
+        n, n_mines, reveal = level(difficulty, self._levels)
+        cells = [(r, c) for r in range(n) for c in range(n)]
+        mines = sorted(rng.sample(cells, n_mines))
+        safe = [cell for cell in cells if cell not in mines]
+        shown = set(rng.sample(safe, round(len(safe) * reveal)))
+        counts = {(r, c): sum(nb in mines for nb in neighbours8(r, c, n, n)) for r, c in shown}
+        board = [[str(counts[(r, c)]) if (r, c) in shown else "?" for c in range(n)]
+                 for r in range(n)]
+        question = (f"Minesweeper: the {n}x{n} board hides exactly {n_mines} mines under the '?' "
+                    f"cells. A number is how many of its (up to 8) neighbours are mines; revealed "
+                    f"cells are safe.\n{format_grid(board)}\n"
+                    f"Answer with the positions of all {n_mines} mines as (row,column) pairs "
+                    f"counted from 1, e.g. (1,2), (3,4). {ANSWER_TAGS}")
+        answer = ", ".join(f"({r + 1},{c + 1})" for r, c in mines)
+        return question, answer, {"n": n, "mines": n_mines,
+                                  "revealed": [[r, c, v] for (r, c), v in sorted(counts.items())]}
+
+    def check(self, item, answer):
+        meta = item["metadata"]
+        n = meta["n"]
+        mines = {(r - 1, c - 1) for r, c in parse_coords(answer)}
+        revealed = {(r, c): v for r, c, v in meta["revealed"]}
+        return float(
+            len(mines) == meta["mines"] and all(0 <= r < n and 0 <= c < n for r, c in mines)
+            and not mines & revealed.keys()
+            and all(sum(nb in mines for nb in neighbours8(r, c, n, n)) == v
+                    for (r, c), v in revealed.items()))
+
+
+class Norinori(SynLogicTask):
+    name = "norinori"
+    difficulty_range = (1, 5)
+    knobs = "grid 4-8"
+    _levels = [4, 5, 6, 7, 8]
+
+    def make(self, rng, difficulty):
+        n = level(difficulty, self._levels)
+        shaded: set[tuple[int, int]] = set()
+        dominoes = []
+        for _ in range(n * n):
+            r, c = rng.randrange(n), rng.randrange(n)
+            dr, dc = rng.choice(((0, 1), (1, 0)))
+            pair = [(r, c), (r + dr, c + dc)]
+            if r + dr >= n or c + dc >= n:
+                continue
+            near = {nb for cell in pair for nb in neighbours4(*cell, n, n)} | set(pair)
+            if not near & shaded:
+                shaded.update(pair)
+                dominoes.append(pair)
+        region = random_regions(rng, dominoes, n, n)
+        shown = "\n".join(" ".join(_LETTERS[v] for v in row) for row in region)
+        question = (f"Norinori on a {n}x{n} grid divided into lettered regions: shade cells so "
+                    f"that every region holds exactly two shaded cells and every shaded cell has "
+                    f"exactly one shaded neighbour (above, below, left or right), so shaded cells "
+                    f"form separate dominoes.\n{shown}\n"
+                    f"Answer with the grid, one row per line, '#' for shaded and '.' for empty. "
+                    f"{ANSWER_TAGS}")
+        answer = _char_rows(["".join("#" if (r, c) in shaded else "." for c in range(n))
+                             for r in range(n)])
+        return question, answer, {"n": n, "region": region}
+
+    def check(self, item, answer):
+        meta = item["metadata"]
+        n, region = meta["n"], meta["region"]
+        grid = parse_char_grid(answer, n, n, "#.")
+        shaded = [(r, c) for r in range(n) for c in range(n) if grid[r][c] == "#"]
+        per_region = [0] * (max(max(row) for row in region) + 1)
+        for r, c in shaded:
+            per_region[region[r][c]] += 1
+        return float(all(k == 2 for k in per_region) and all(
+            sum(grid[rr][cc] == "#" for rr, cc in neighbours4(r, c, n, n)) == 1 for r, c in shaded))
+
+
+class Numbrix(SynLogicTask):
+    name = "numbrix"
+    difficulty_range = (1, 5)
+    knobs = "grid 3-7 and the share of numbers revealed"
+    _levels = [(3, 0.5), (4, 0.45), (5, 0.4), (6, 0.35), (7, 0.3)]
+
+    def make(self, rng, difficulty):
+        n, shown = level(difficulty, self._levels)
+        path = [(r, c if r % 2 == 0 else n - 1 - c) for r in range(n) for c in range(n)]
+        for _ in range(n * n * 20):
+            # backbite: join the end to a neighbour on the path and reverse the part after it
+            if rng.random() < 0.5:
+                path.reverse()
+            end = path[-1]
+            pos = {cell: i for i, cell in enumerate(path)}
+            i = pos[rng.choice(list(neighbours4(*end, n, n)))]
+            if i != len(path) - 2:
+                path = path[:i + 1] + path[i + 1:][::-1]
+        grid = [[0] * n for _ in range(n)]
+        for k, (r, c) in enumerate(path):
+            grid[r][c] = k + 1
+        keep = set(rng.sample(range(n * n), max(2, round(n * n * shown))))
+        givens = [[r, c, grid[r][c]] for r in range(n) for c in range(n) if grid[r][c] - 1 in keep]
+        board = [["." if grid[r][c] - 1 not in keep else str(grid[r][c]) for c in range(n)]
+                 for r in range(n)]
+        question = (f"Numbrix: fill the {n}x{n} grid with the numbers 1-{n * n}, each once, so that "
+                    f"consecutive numbers are in cells that share a side (a path from 1 to "
+                    f"{n * n}). Keep the given numbers.\n{format_grid(board)}\n"
+                    f"Answer with the full grid, one row per line, numbers separated by spaces. "
+                    f"{ANSWER_TAGS}")
+        return question, format_grid(grid), {"n": n, "givens": givens}
+
+    def check(self, item, answer):
+        meta = item["metadata"]
+        n = meta["n"]
+        grid = parse_int_grid(answer, n, n)
+        where = {grid[r][c]: (r, c) for r in range(n) for c in range(n)}
+        if sorted(where) != list(range(1, n * n + 1)):
+            return 0.0
+        steps_ok = all(abs(where[k][0] - where[k + 1][0]) + abs(where[k][1] - where[k + 1][1]) == 1
+                       for k in range(1, n * n))
+        return float(steps_ok and all(grid[r][c] == v for r, c, v in meta["givens"]))
+
+
+class Nonogram(SynLogicTask):
+    name = "nonogram"
+    difficulty_range = (1, 5)
+    knobs = "grid 4x4 to 10x10"
+    _levels = [4, 5, 6, 8, 10]
+
+    def make(self, rng, difficulty):
+        n = level(difficulty, self._levels)
+        fill = [[rng.random() < 0.55 for _ in range(n)] for _ in range(n)]
+        rows = [_runs(row) for row in fill]
+        cols = [_runs([fill[r][c] for r in range(n)]) for c in range(n)]
+        fmt = lambda runs: " ".join(map(str, runs)) or "0"  # noqa: E731
+        question = (f"Nonogram on a {n}x{n} grid: each clue lists, in order, the lengths of the "
+                    f"runs of filled cells in that row or column (0 for none).\n"
+                    f"Rows (top to bottom):\n" + "\n".join(fmt(r) for r in rows) + "\n"
+                    f"Columns (left to right):\n" + "\n".join(fmt(c) for c in cols) + "\n"
+                    f"Answer with the grid, one row per line, '#' for filled and '.' for empty. "
+                    f"{ANSWER_TAGS}")
+        answer = _char_rows(["".join("#" if f else "." for f in row) for row in fill])
+        return question, answer, {"n": n, "rows": rows, "cols": cols}
+
+    def check(self, item, answer):
+        meta = item["metadata"]
+        n = meta["n"]
+        grid = parse_char_grid(answer, n, n, "#.")
+        fill = [[ch == "#" for ch in row] for row in grid]
+        return float([_runs(row) for row in fill] == meta["rows"]
+                     and [_runs([fill[r][c] for r in range(n)]) for c in range(n)] == meta["cols"])
+
+
+for _task in (Kakurasu(), Survo(), StarPlacement(), Campsite(), Minesweeper(), Norinori(),
+              Numbrix(), Nonogram()):
+    register(_task)
