@@ -1,0 +1,213 @@
+"""Reading, validating and writing what every curation stage shares (report section 4.1).
+
+Every stage reads JSONL, Parquet or CSV with at least ``question`` and ``answer`` (anything else
+passes through), streams it in batches through polars' streaming engine, and writes
+
+- ``DIR/kept.parquet``: the rows that survive, same columns (a stage may add a documented one),
+- ``DIR/rejected.parquet``: the rest, the same columns plus ``stage`` and ``reason``,
+- ``DIR/report.json``: counts by reason, throughput and anything stage-specific.
+
+kept + rejected hold every input row exactly once; ``StageWriter.close`` checks the count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REQUIRED = ("question", "answer")
+ROW = "_row"  # 0-based input row number, carried through a stage and dropped on write
+PARAMS_FILE = Path(__file__).resolve().parents[2] / "params.yaml"
+
+
+class CurateInputError(ValueError):
+    """Input that a stage cannot use; the message names the file, the row or column, and what was expected."""
+
+
+def load_params(section: str, path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``curate.<section>`` (or a top-level ``section`` such as ``difficulty``) of params.yaml; {} if absent."""
+    import yaml
+
+    p = Path(path) if path else PARAMS_FILE
+    if not p.exists():
+        return {}
+    doc = yaml.safe_load(p.read_text()) or {}
+    if section in doc and section != "curate":
+        return dict(doc[section] or {})
+    return dict((doc.get("curate") or {}).get(section) or {})
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for ext in (".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".csv"):
+        if name.endswith(ext):
+            return ext
+    raise CurateInputError(f"{path}: unknown file type; expected .jsonl, .parquet or .csv")
+
+
+def _first_bad_json_line(path: Path) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for i, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                return f"line {i}: not valid JSON ({e.msg})"
+            if not isinstance(obj, dict):
+                return f"line {i}: expected a JSON object, got {type(obj).__name__}"
+    return "no single bad line found"
+
+
+def scan(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED) -> pl.LazyFrame:
+    """A lazy frame over ``path`` with a ``_row`` index, ``question``/``answer`` as strings.
+
+    Raises CurateInputError naming the file and what is wrong: missing file, unknown type, a line
+    that is not JSON, a missing required column, or a required column that is not text.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CurateInputError(f"{path}: no such file")
+    ext = _suffix(path)
+    try:
+        if ext in (".parquet", ".pq"):
+            lf = pl.scan_parquet(path)
+        elif ext == ".csv":
+            lf = pl.scan_csv(path, infer_schema=False)  # every column stays text: answers like 007 survive
+        else:
+            lf = pl.scan_ndjson(path, infer_schema_length=None)
+        schema = lf.collect_schema()
+    except Exception as e:  # polars raises several error types for unreadable files
+        where = _first_bad_json_line(path) if ext in (".jsonl", ".ndjson", ".json") else str(e).splitlines()[0]
+        raise CurateInputError(f"{path}: cannot read as {ext[1:]}: {where}") from e
+    missing = [c for c in required if c not in schema]
+    if missing:
+        raise CurateInputError(
+            f"{path}: missing column(s) {missing}; expected at least {list(required)}, found {list(schema)}"
+        )
+    for c in required:
+        if schema[c] not in (pl.String, pl.Null) and not schema[c].is_numeric():
+            raise CurateInputError(f"{path}: column {c!r} has type {schema[c]}; expected text")
+    return lf.with_row_index(ROW).with_columns(
+        [pl.col(c).cast(pl.String) for c in required]
+    )
+
+
+def batches(lf: pl.LazyFrame, chunk_size: int = 65536) -> Iterator[pl.DataFrame]:
+    """Stream ``lf`` in chunks of about ``chunk_size`` rows, in order (larger-than-memory inputs work)."""
+    for df in lf.collect_batches(chunk_size=chunk_size):
+        if df.height:
+            yield df
+
+
+def read_texts(path: str | os.PathLike, columns: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Texts and ids of a small reference file (a benchmark or an SFT set): the first of ``columns`` present."""
+    path = Path(path)
+    if not path.exists():
+        raise CurateInputError(f"{path}: no such file")
+    ext = _suffix(path)
+    try:
+        if ext in (".parquet", ".pq"):
+            df = pl.read_parquet(path)
+        elif ext == ".csv":
+            df = pl.read_csv(path, infer_schema=False)
+        else:
+            df = pl.read_ndjson(path, infer_schema_length=None)
+    except Exception as e:
+        where = _first_bad_json_line(path) if ext in (".jsonl", ".ndjson", ".json") else str(e).splitlines()[0]
+        raise CurateInputError(f"{path}: cannot read as {ext[1:]}: {where}") from e
+    col = next((c for c in columns if c in df.columns), None)
+    if col is None:
+        raise CurateInputError(f"{path}: no text column; expected one of {list(columns)}, found {df.columns}")
+    id_col = next((c for c in ("id", "task_id") if c in df.columns), None)
+    texts = df[col].cast(pl.String).fill_null("").to_list()
+    ids = df[id_col].cast(pl.String).to_list() if id_col else [str(i) for i in range(len(texts))]
+    return texts, ids
+
+
+class StageWriter:
+    """Streams a stage's kept and rejected rows to Parquet and writes its report."""
+
+    def __init__(self, out_dir: str | os.PathLike, stage: str, input_path: str | os.PathLike):
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.stage = stage
+        self.input = str(input_path)
+        self.t0 = time.perf_counter()
+        self.rows_in = 0
+        self.kept = 0
+        self.reasons: Counter[str] = Counter()
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._schemas: dict[str, pa.Schema] = {}
+
+    def _write(self, name: str, df: pl.DataFrame) -> None:
+        table = df.drop(ROW, strict=False).to_arrow()
+        if name not in self._writers:
+            self._schemas[name] = table.schema
+            self._writers[name] = pq.ParquetWriter(self.out / f"{name}.parquet", table.schema)
+        self._writers[name].write_table(table.cast(self._schemas[name]))
+
+    def write(self, df: pl.DataFrame, reason: pl.Series | list[str | None]) -> None:
+        """Write one batch: rows whose ``reason`` is null are kept, the others rejected with it."""
+        reason = pl.Series("reason", reason, dtype=pl.String)
+        self.rows_in += df.height
+        keep = reason.is_null()
+        kept = df.filter(keep)
+        rej = df.filter(~keep).with_columns(
+            pl.lit(self.stage).alias("stage"), reason.filter(~keep).alias("reason")
+        )
+        self.kept += kept.height
+        self.reasons.update(rej["reason"].to_list())
+        self._write("kept", kept)
+        self._write("rejected", rej)
+
+    def close(self, template: pl.DataFrame | None = None, **extra: Any) -> dict[str, Any]:
+        """Finish both files (empty ones get ``template``'s columns) and write ``report.json``."""
+        if template is not None:
+            empty = template.head(0)
+            if "kept" not in self._writers:
+                self._write("kept", empty)
+            if "rejected" not in self._writers:
+                self._write(
+                    "rejected",
+                    empty.with_columns(pl.lit(None, pl.String).alias("stage"), pl.lit(None, pl.String).alias("reason")),
+                )
+        for w in self._writers.values():
+            w.close()
+        rejected = sum(self.reasons.values())
+        assert self.kept + rejected == self.rows_in, "a stage lost or duplicated rows"
+        seconds = time.perf_counter() - self.t0
+        report = {
+            "stage": self.stage,
+            "input": self.input,
+            "rows_in": self.rows_in,
+            "kept": self.kept,
+            "rejected": rejected,
+            "by_reason": dict(sorted(self.reasons.items())),
+            "seconds": round(seconds, 3),
+            "rows_per_s": round(self.rows_in / seconds, 1) if seconds > 0 else None,
+            **extra,
+        }
+        (self.out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        return report
+
+
+def stage_cli(stage: str, doc: str, extra_args=None):
+    """The shared ``--input PATH --output DIR [--params params.yaml]`` parser of a stage's ``python -m``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog=f"python -m tasks.curate.{stage}", description=doc.splitlines()[0])
+    ap.add_argument("--input", required=True, help="JSONL, Parquet or CSV with question and answer columns")
+    ap.add_argument("--output", required=True, help="directory for kept.parquet, rejected.parquet, report.json")
+    ap.add_argument("--params", default=None, help="params.yaml to read curate.%s from" % stage)
+    if extra_args:
+        extra_args(ap)
+    return ap
