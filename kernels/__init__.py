@@ -1,7 +1,10 @@
 """Triton kernels of the M1 model, each beside a plain PyTorch reference.
 
 Public API (shapes in each docstring): ``lightning_attn``, ``lightning_decode``, ``fused_logprobs``.
-Until the Triton kernels land (issue #3) these dispatch to the references.
+Each takes ``backend``: "auto" runs the Triton kernel where Triton can run (a CUDA device, or the
+CPU interpreter with ``TRITON_INTERPRET=1``) and the reference otherwise; "triton" and "reference"
+force one. Layout: ``kernels/<op>/reference.py`` (plain PyTorch), ``chunk.py`` (training and
+prefill), ``recurrent.py`` (decoding), ``logprobs/fused.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from kernels.lightning.reference import (
 )
 from kernels.logprobs.reference import logprobs_ref
 
+BACKENDS = ("auto", "triton", "reference")
+
 
 def triton_available() -> bool:
     """True where Triton kernels can run: a CUDA device, or the CPU interpreter (TRITON_INTERPRET=1)."""
@@ -25,26 +30,69 @@ def triton_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _use_triton(backend: str, x: torch.Tensor) -> bool:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: expected one of {BACKENDS}")
+    if backend == "reference":
+        return False
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    runnable = x.is_cuda or (interpret and x.device.type == "cpu")
+    if backend == "triton" and not runnable:
+        raise RuntimeError(
+            f"backend='triton' on a {x.device.type} tensor: Triton needs CUDA or TRITON_INTERPRET=1 on CPU"
+        )
+    return runnable
+
+
 def lightning_attn(
     q, k, v, decay, initial_state=None, output_final_state=False, cu_seqlens=None, backend="auto"
 ):
-    """Lightning attention over [B, T, H, D] inputs; returns ``(o, final_state or None)``.
+    """Lightning attention (MiniMax semantics: ``S_t = lambda S_{t-1} + k_t^T v_t``, ``o_t = q_t S_t``,
+    ``lambda = exp(-decay)``, no 1/sqrt(d) scale).
 
-    ``backend``: "auto" (Triton where it can run), "triton" or "reference".
+    q, k: [B, T, H, Dk]; v: [B, T, H, Dv]; decay: [H] positive; initial_state: [B, H, Dk, Dv]
+    (fp32). With ``cu_seqlens`` ([N+1] starts of N packed sequences) B must be 1 and the states
+    are [N, H, Dk, Dv]. Returns ``(o [B, T, H, Dv], final_state fp32 or None)``; differentiable
+    in q, k, v and initial_state.
     """
-    if cu_seqlens is not None:
-        raise NotImplementedError("cu_seqlens needs the Triton kernel (issue #3)")
-    o, state = lightning_attn_chunked(q, k, v, decay, initial_state)
-    return o, (state if output_final_state else None)
+    if _use_triton(backend, q):
+        from kernels.lightning.chunk import chunk_lightning_attn
+
+        return chunk_lightning_attn(q, k, v, decay, initial_state, output_final_state, cu_seqlens)
+    if cu_seqlens is None:
+        o, state = lightning_attn_chunked(q, k, v, decay, initial_state)
+        return o, (state if output_final_state else None)
+    if q.shape[0] != 1:
+        raise ValueError(f"cu_seqlens needs packed inputs with B == 1, got B={q.shape[0]}")
+    outs, states = [], []
+    bounds = cu_seqlens.tolist()
+    for i, (bos, eos) in enumerate(zip(bounds[:-1], bounds[1:])):
+        h0 = None if initial_state is None else initial_state[i : i + 1]
+        o, state = lightning_attn_chunked(q[:, bos:eos], k[:, bos:eos], v[:, bos:eos], decay, h0)
+        outs.append(o)
+        states.append(state)
+    return torch.cat(outs, dim=1), (torch.cat(states) if output_final_state else None)
 
 
 def lightning_decode(q, k, v, state, decay, backend="auto"):
-    """One decoding step: q, k, v [B, H, D], state [B, H, Dk, Dv] fp32 -> (o, new_state)."""
+    """One decoding step: q, k [B, H, Dk], v [B, H, Dv], state [B, H, Dk, Dv] fp32 -> (o, new_state)."""
+    if _use_triton(backend, q):
+        from kernels.lightning.recurrent import fused_recurrent_decode
+
+        return fused_recurrent_decode(q, k, v, state, decay)
     return lightning_decode_ref(q, k, v, state, decay)
 
 
 def fused_logprobs(hidden, weight, targets, backend="auto"):
-    """Per-target log-probability and entropy in fp32: hidden [N, d], weight [V, d], targets [N]."""
+    """Per-target log-probability and entropy, logits in fp32 without materializing them.
+
+    hidden [N, d], weight [V, d], targets [N] -> (logprobs [N] fp32, entropy [N] fp32);
+    differentiable w.r.t. hidden and weight.
+    """
+    if _use_triton(backend, hidden):
+        from kernels.logprobs.fused import fused_logprobs_triton
+
+        return fused_logprobs_triton(hidden, weight, targets)
     return logprobs_ref(hidden, weight, targets)
 
 
