@@ -36,13 +36,17 @@ class GroupBatch:
     """Accumulates informative groups across sampling rounds until ``target`` groups are held.
 
     ``add`` takes one round's groups and their rewards; ``full`` says when to stop. Groups beyond the
-    target are dropped so every step trains on the same number of prompts.
+    target are dropped so every step trains on the same number of prompts. When the round bound is
+    reached first, ``finish`` tops the batch up with the uninformative groups it set aside: their
+    advantages are 0, so they add no gradient, and every rank of a data-parallel run keeps the same
+    number of sequences (DeepSpeed needs the same number of optimizer steps everywhere).
     """
 
     def __init__(self, target: int, dynamic: bool):
         self.target = target
         self.dynamic = dynamic
         self.groups: list = []
+        self.reserve: list = []
         self.dropped = 0
 
     def add(self, groups: list, rewards: torch.Tensor) -> None:
@@ -50,9 +54,15 @@ class GroupBatch:
         for g, k in zip(groups, keep.tolist()):
             if not k:
                 self.dropped += 1
+                self.reserve.append(g)
             elif len(self.groups) < self.target:
                 self.groups.append(g)
 
     @property
     def full(self) -> bool:
         return len(self.groups) >= self.target
+
+    def finish(self) -> tuple[list, int]:
+        """``(groups, filled)``: the batch, topped up to ``target`` from the reserve (``filled`` of them)."""
+        filled = min(self.target - len(self.groups), len(self.reserve))
+        return self.groups + self.reserve[len(self.reserve) - filled :], filled
