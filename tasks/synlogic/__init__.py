@@ -9,6 +9,7 @@ docs/TASKS.md lists the families and their difficulty knobs.
 """
 
 from tasks.base import TASKS
-from tasks.synlogic import puzzles_grid, puzzles_latin  # noqa: F401  (register on import)
+from tasks.synlogic import (arithmetic_games, ciphers, language, puzzles_grid,  # noqa: F401
+                            puzzles_latin, puzzles_logic)
 
 __all__ = ["TASKS"]
