@@ -67,6 +67,7 @@ def _solve(values: list[tuple[Fraction, str]], target: Fraction) -> str | None:
 
 class GameOf24(SynLogicTask):
     name = "game_of_24"
+    any_valid = True
     difficulty_range = (1, 5)
     knobs = "numbers 4-6, largest number 9-25; target 24 up to level 2, then a built target up to 1000"
     _levels = [(4, 9, 24), (4, 13, 24), (5, 13, 100), (5, 25, 500), (6, 25, 1000)]
@@ -105,6 +106,7 @@ class GameOf24(SynLogicTask):
 
 class Cryptarithm(SynLogicTask):
     name = "cryptarithm"
+    any_valid = True
     difficulty_range = (1, 5)
     knobs = "addends 2-3 of 2-4 digits"
     _levels = [(2, 2), (2, 3), (2, 4), (3, 3), (3, 4)]
@@ -154,6 +156,7 @@ def _magic(n: int) -> list[list[int]]:
 
 class MagicSquare(SynLogicTask):
     name = "magic_square"
+    any_valid = True
     difficulty_range = (1, 5)
     knobs = "size 3 / 4 / 5 and hidden cells 4-14"
     _levels = [(3, 4), (3, 6), (4, 7), (4, 10), (5, 14)]

@@ -27,12 +27,14 @@ class SynLogicTask:
 
     Subclasses set ``name``, ``difficulty_range`` and ``knobs`` (a one-line description of what the
     difficulty level changes, shown in docs/TASKS.md), and implement ``make`` and, unless the
-    reference answer is unique and compared as canonical text, ``check``.
+    reference answer is unique and compared as canonical text, ``check`` (then ``any_valid``).
     """
 
     name: str = ""
     difficulty_range: tuple[int, int] = (1, 5)
     knobs: str = ""
+    #: True where ``check`` tests the rules and clues, so any valid solution scores 1.0
+    any_valid: bool = False
 
     def make(self, rng: random.Random, difficulty: int) -> tuple[str, str, dict[str, Any]]:
         """One item as ``(question, reference answer, metadata)``."""

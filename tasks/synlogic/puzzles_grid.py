@@ -34,6 +34,7 @@ def _runs(line) -> list[int]:
 
 class Kakurasu(SynLogicTask):
     name = "kakurasu"
+    any_valid = True
     difficulty_range = (1, 5)
     knobs = "grid 3-7"
     _levels = [3, 4, 5, 6, 7]
@@ -68,6 +69,7 @@ class Kakurasu(SynLogicTask):
 
 class Survo(SynLogicTask):
     name = "survo"
+    any_valid = True
     difficulty_range = (1, 5)
     knobs = "grid 2x3 to 4x4 and the number of hidden cells"
     _levels = [(2, 3, 3), (3, 3, 4), (3, 4, 6), (3, 4, 8), (4, 4, 10)]
@@ -102,6 +104,7 @@ class Survo(SynLogicTask):
 
 class StarPlacement(SynLogicTask):
     name = "star_placement"
+    any_valid = True
     difficulty_range = (1, 5)
     knobs = "grid 4-8 (one star per row, column and region)"
     _levels = [4, 5, 6, 7, 8]
@@ -173,6 +176,7 @@ def _has_perfect_matching(tents, trees) -> bool:
 
 class Campsite(SynLogicTask):
     name = "campsite"
+    any_valid = True
     difficulty_range = (1, 5)
     knobs = "grid 5-9 and the number of trees"
     _levels = [(5, 4), (6, 6), (7, 8), (8, 10), (9, 13)]
@@ -224,6 +228,7 @@ class Campsite(SynLogicTask):
 
 class Minesweeper(SynLogicTask):
     name = "minesweeper"
+    any_valid = True
     difficulty_range = (1, 5)
     knobs = "grid 4x4 to 8x8, mine count, share of safe cells revealed"
     _levels = [(4, 3, 0.9), (5, 5, 0.85), (6, 7, 0.8), (7, 10, 0.75), (8, 13, 0.7)]
@@ -260,6 +265,7 @@ class Minesweeper(SynLogicTask):
 
 class Norinori(SynLogicTask):
     name = "norinori"
+    any_valid = True
     difficulty_range = (1, 5)
     knobs = "grid 4-8"
     _levels = [4, 5, 6, 7, 8]
@@ -304,6 +310,7 @@ class Norinori(SynLogicTask):
 
 class Numbrix(SynLogicTask):
     name = "numbrix"
+    any_valid = True
     difficulty_range = (1, 5)
     knobs = "grid 3-7 and the share of numbers revealed"
     _levels = [(3, 0.5), (4, 0.45), (5, 0.4), (6, 0.35), (7, 0.3)]
@@ -348,6 +355,7 @@ class Numbrix(SynLogicTask):
 
 class Nonogram(SynLogicTask):
     name = "nonogram"
+    any_valid = True
     difficulty_range = (1, 5)
     knobs = "grid 4x4 to 10x10"
     _levels = [4, 5, 6, 8, 10]

@@ -32,6 +32,7 @@ def _hide(rng: random.Random, n_rows: int, n_cols: int, count: int) -> set[tuple
 
 class Sudoku(SynLogicTask):
     name = "sudoku"
+    any_valid = True
     difficulty_range = (1, 6)
     knobs = "grid 4x4 / 6x6 / 9x9 and blanks: 6, 10, 18, 35, 45, 55"
     _levels = [(2, 2, 6), (2, 2, 10), (2, 3, 18), (3, 3, 35), (3, 3, 45), (3, 3, 55)]
@@ -67,6 +68,7 @@ class Sudoku(SynLogicTask):
 
 class Futoshiki(SynLogicTask):
     name = "futoshiki"
+    any_valid = True
     difficulty_range = (1, 5)
     knobs = "grid 4-7, inequality count, revealed cells"
     _levels = [(4, 6, 6), (5, 8, 6), (5, 7, 3), (6, 10, 4), (7, 12, 4)]
@@ -117,6 +119,7 @@ def _skyline_clues(grid: list[list[int]]) -> dict[str, list[int]]:
 
 class Skyscraper(SynLogicTask):
     name = "skyscraper"
+    any_valid = True
     difficulty_range = (1, 5)
     knobs = "grid 3-6 and the share of edge clues hidden"
     _levels = [(3, 0.0), (4, 0.0), (4, 0.25), (5, 0.25), (6, 0.3)]
@@ -163,6 +166,7 @@ def _cage_ok(values: list[int], op: str, target: int) -> bool:
 
 class Calcudoku(SynLogicTask):
     name = "calcudoku"
+    any_valid = True
     difficulty_range = (1, 5)
     knobs = "grid 3-6 and the largest cage size"
     _levels = [(3, 2), (4, 2), (4, 3), (5, 3), (6, 4)]
@@ -234,6 +238,7 @@ def _binairo_line_ok(line: list[int], n: int) -> bool:
 
 class Binairo(SynLogicTask):
     name = "binairo"
+    any_valid = True
     difficulty_range = (1, 5)
     knobs = "grid 4 / 6 / 8 and the share of cells revealed"
     _levels = [(4, 0.5), (6, 0.5), (6, 0.35), (8, 0.4), (8, 0.3)]

@@ -260,6 +260,7 @@ class LogicalDeduction(SynLogicTask):
 
 class GraphColouring(SynLogicTask):
     name = "graph_coloring"
+    any_valid = True
     difficulty_range = (1, 5)
     knobs = "vertices 5-14, colours 3 or 4, edge density"
     _levels = [(5, 3, 0.5), (7, 3, 0.55), (9, 3, 0.6), (11, 4, 0.6), (14, 4, 0.65)]
@@ -288,6 +289,7 @@ _MOVES = {"U": (-1, 0), "D": (1, 0), "L": (0, -1), "R": (0, 1)}
 
 class Maze(SynLogicTask):
     name = "maze"
+    any_valid = True
     difficulty_range = (1, 5)
     knobs = "maze 3x3 to 9x9 rooms (grid 7 to 19 characters)"
     _levels = [3, 4, 5, 7, 9]

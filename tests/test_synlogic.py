@@ -1,0 +1,171 @@
+"""SynLogic families: every reference answer verifies, corrupted ones fail, generation is seeded.
+
+The registry loop covers every family at every difficulty level; the hand-built items below
+check that verifiers judge an answer for what it is (any valid solution passes, rule breaks fail).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tasks.base import Task, format_reward
+from tasks.synlogic import TASKS
+from tasks.synlogic.arithmetic_games import evaluate_expression
+from tasks.synlogic.base import SynLogicTask, canon, parse_coords, parse_int_grid
+from tasks.synlogic.puzzles_grid import _has_perfect_matching, _runs
+from tasks.synlogic.puzzles_latin import _visible
+
+SYNLOGIC = sorted(name for name, task in TASKS.items() if isinstance(task, SynLogicTask))
+
+
+def wrap(answer: str) -> str:
+    return f"<think>Let me work it out.</think><answer>{answer}</answer>"
+
+
+def test_registry_holds_at_least_thirty_families():
+    assert len(SYNLOGIC) >= 30
+    for name in SYNLOGIC:
+        task = TASKS[name]
+        assert isinstance(task, Task) and task.name == name and task.knobs
+        lo, hi = task.difficulty_range
+        assert 1 == lo < hi
+
+
+@pytest.mark.parametrize("name", SYNLOGIC)
+def test_reference_verifies_and_corruptions_fail(name):
+    task = TASKS[name]
+    lo, hi = task.difficulty_range
+    for difficulty in range(lo, hi + 1):
+        items = [json.loads(json.dumps(it)) for it in task.generate(3, seed=11, difficulty=difficulty)]
+        for i, item in enumerate(items):
+            assert set(item) == {"id", "question", "answer", "difficulty", "metadata"}
+            assert isinstance(item["answer"], str) and item["difficulty"] == difficulty
+            assert "<answer>" in item["question"]
+            good = wrap(item["answer"])
+            assert format_reward(good) == 1.0
+            assert task.verify(item, good) == 1.0, (name, difficulty, item["answer"])
+            # the final answer tag is the one that counts
+            assert task.verify(item, wrap("nonsense") + wrap(item["answer"])) == 1.0
+            assert task.verify(item, wrap(item["answer"]) + "<answer>nonsense</answer>") < 1.0
+            assert task.verify(item, wrap(item["answer"].rstrip()[:-1])) < 1.0, (name, item["answer"])
+            assert task.verify(item, wrap("")) == 0.0
+            assert task.verify(item, item["answer"]) == 0.0  # no answer tag
+            assert task.verify(item, "<think>" + item["answer"]) == 0.0
+            assert task.verify(item, wrap("### ??? (0,0) = x")) < 1.0
+            other = items[(i + 1) % len(items)]["answer"]
+            # a rule-checked puzzle may accept another item's solution; a unique answer may not
+            if not task.any_valid and canon(other) != canon(item["answer"]):
+                assert task.verify(item, wrap(other)) < 1.0, (name, difficulty)
+
+
+@pytest.mark.parametrize("name", SYNLOGIC)
+def test_generation_is_seeded(name):
+    task = TASKS[name]
+    hi = task.difficulty_range[1]
+    first = task.generate(4, seed=3, difficulty=hi)
+    assert first == task.generate(4, seed=3, difficulty=hi)
+    assert task.generate(2, seed=3, difficulty=hi) == first[:2]
+    assert [it["question"] for it in first] != [it["question"] for it in task.generate(4, 4, hi)]
+    assert len({it["id"] for it in first}) == 4
+    with pytest.raises(ValueError, match=name):
+        task.generate(1, seed=0, difficulty=hi + 1)
+
+
+def test_difficulty_grows_the_puzzle():
+    assert len(TASKS["sudoku"].generate(1, 0, 1)[0]["answer"].split()) == 16
+    assert len(TASKS["sudoku"].generate(1, 0, 6)[0]["answer"].split()) == 81
+    assert TASKS["game_of_24"].generate(1, 0, 1)[0]["metadata"]["target"] == 24
+    assert len(TASKS["game_of_24"].generate(1, 0, 5)[0]["metadata"]["numbers"]) == 6
+
+
+def _item(name, answer="", **meta):
+    return {"id": "x", "question": "", "answer": answer, "difficulty": 1, "metadata": meta}
+
+
+def test_sudoku_accepts_any_valid_grid_and_keeps_givens():
+    sudoku = TASKS["sudoku"]
+    grid = "1 2 3 4\n3 4 1 2\n2 1 4 3\n4 3 2 1"
+    other = "1 2 3 4\n3 4 1 2\n2 3 4 1\n4 1 2 3"  # also valid, differs from the reference
+    item = _item("sudoku", grid, box=[2, 2], givens=[[0, 0, 1], [3, 3, 1]])
+    assert sudoku.verify(item, wrap(grid)) == 1.0
+    assert sudoku.verify(item, wrap(other)) == 0.0  # breaks the given 1 at row 4, column 4
+    item["metadata"]["givens"] = [[0, 0, 1]]
+    assert sudoku.verify(item, wrap(other)) == 1.0
+    assert sudoku.verify(item, wrap("1 2 3 4\n3 4 1 2\n2 1 4 3\n4 3 1 2")) == 0.0  # columns repeat
+    assert sudoku.verify(item, wrap("1,2,3,4 / 3,4,1,2 / 2,1,4,3 / 4,3,2,1")) == 1.0
+
+
+def test_game_of_24_evaluates_safely():
+    game = TASKS["game_of_24"]
+    item = _item("game_of_24", "(8 - 4) * (7 - 1)", numbers=[8, 4, 7, 1], target=24)
+    assert game.verify(item, wrap("(8-4)*(7-1)")) == 1.0
+    assert game.verify(item, wrap("8*4-7-1 = 24")) == 1.0
+    assert game.verify(item, wrap("(7 - 1) × (8 - 4)")) == 1.0
+    assert game.verify(item, wrap("8*4-7+1")) == 0.0  # 26
+    assert game.verify(item, wrap("(8-4)*(7-1)*1")) == 0.0  # uses 1 twice
+    assert game.verify(item, wrap("4**2+8")) == 0.0  # power is not allowed
+    assert game.verify(item, wrap("__import__('os').getcwd()")) == 0.0
+    assert game.verify(item, wrap("8/(4-4)")) == 0.0
+    assert evaluate_expression("1/3 + 2/3") == (1, [1, 3, 2, 3])
+    with pytest.raises(ValueError):
+        evaluate_expression("len('abc')")
+
+
+def test_minesweeper_accepts_any_consistent_mine_set():
+    mines = TASKS["minesweeper"]
+    # 1 x 3 row "? 1 ?": one mine, either end satisfies the clue
+    item = _item("minesweeper", "(1,1)", n=3, mines=1, revealed=[[0, 1, 1]])
+    assert mines.verify(item, wrap("(1,1)")) == 1.0
+    assert mines.verify(item, wrap("(1,3)")) == 1.0
+    assert mines.verify(item, wrap("(1,2)")) == 0.0  # on a revealed cell
+    assert mines.verify(item, wrap("(1,1), (1,3)")) == 0.0  # two mines
+    assert parse_coords("(1, 2),(10,3)") == [(1, 2), (10, 3)]
+
+
+def test_maze_accepts_any_shortest_path_only():
+    grid = ["#####", "#S..#", "#.#.#", "#..G#", "#####"]
+    item = _item("maze", "RRDD", grid=grid, length=4)
+    assert TASKS["maze"].verify(item, wrap("DDRR")) == 1.0
+    assert TASKS["maze"].verify(item, wrap("R R D D")) == 1.0
+    assert TASKS["maze"].verify(item, wrap("RDRD")) == 0.0  # walks into the wall at (2, 2)
+    assert TASKS["maze"].verify(item, wrap("RRDDLR")) == 0.0  # not shortest
+
+
+def test_graph_colouring_accepts_renamed_colours():
+    item = _item("graph_coloring", "1 2 3", n=3, k=3, edges=[[1, 2], [2, 3], [1, 3]])
+    assert TASKS["graph_coloring"].verify(item, wrap("3 1 2")) == 1.0
+    assert TASKS["graph_coloring"].verify(item, wrap("1 2 1")) == 0.0
+    assert TASKS["graph_coloring"].verify(item, wrap("1 2 4")) == 0.0  # only 3 colours
+
+
+def test_campsite_needs_one_tree_per_tent():
+    assert _has_perfect_matching([(0, 0), (2, 0)], [(1, 0), (3, 0)])
+    assert not _has_perfect_matching([(0, 0), (2, 0)], [(1, 0), (1, 5)])  # both want (1, 0)
+    assert not _has_perfect_matching([(0, 0)], [(1, 0), (3, 0)])
+
+
+def test_unique_answer_families_compare_canonical_text():
+    knights = TASKS["knights_knaves"]
+    item = _item("knights_knaves", "Alice: knight, Bob: knave")
+    assert knights.verify(item, wrap("bob: KNAVE\nalice: knight")) == 1.0
+    assert knights.verify(item, wrap("Alice: knight, Bob: knight")) == 0.0
+    dyck = _item("dyck_languages", "} ] )")
+    assert TASKS["dyck_languages"].verify(dyck, wrap("}])")) == 1.0
+    assert TASKS["dyck_languages"].verify(dyck, wrap("} ) ]")) == 0.0
+    web = _item("web_of_lies", "yes, no")
+    assert TASKS["web_of_lies"].verify(web, wrap("Yes, No.")) == 1.0
+    assert TASKS["web_of_lies"].verify(web, wrap("no, yes")) == 0.0
+
+
+def test_clue_helpers_by_hand():
+    assert _visible([2, 1, 3]) == 2 and _visible([4, 3, 2, 1]) == 1 and _visible([1, 2, 3, 4]) == 4
+    assert _runs([1, 1, 0, 1, 0, 0, 1, 1, 1]) == [2, 1, 3] and _runs([0, 0]) == []
+    assert parse_int_grid("1 2\n3 4", 2, 2) == [[1, 2], [3, 4]]
+    with pytest.raises(ValueError):
+        parse_int_grid("1 2 3", 2, 2)
+    kakurasu = _item("kakurasu", n=2, rows=[2, 3], cols=[2, 3])
+    # row 1 shades column 2 (worth 2); row 2 shades both (1 + 2); column 1: row 2 (2); column 2: 1 + 2
+    assert TASKS["kakurasu"].verify(kakurasu, wrap(". #\n# #")) == 1.0
+    assert TASKS["kakurasu"].verify(kakurasu, wrap("# .\n# #")) == 0.0
