@@ -1,0 +1,287 @@
+"""Run untrusted code (model-written programs, patched repositories) under OS limits.
+
+Code and SWE rewards execute what the policy wrote (report section 4.1, "sandboxes"). ``run`` runs a
+Python source string, ``run_command`` an argv (a test suite); both return a ``SandboxResult`` with
+``status`` one of ``ok``, ``timeout``, ``memory``, ``error``, ``killed``, capped ``stdout`` /
+``stderr``, and ``returncode``.
+
+How a run is confined (this local backend needs root; ``tasks.sandbox_docker`` is the production one):
+
+- its own session and process group, started by a small launcher (this file run as a script, so no
+  ``preexec_fn`` runs in a threaded caller) that then execs the program;
+- new network namespace (only a downed loopback: no connection leaves it, not even to 127.0.0.1);
+- new mount namespace in which ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock``, ``/root`` and
+  ``/home`` are empty root-owned tmpfs, with only the scratch directory (and the interpreter's
+  prefix, read-only) bound back in, so the world-writable directories and root's files are gone;
+- a fresh unprivileged uid per run (no passwd entry, no groups): the rest of the tree is not
+  writable to it, ``RLIMIT_NPROC`` counts only this run's processes, and at the end one
+  ``kill(-1, SIGKILL)`` made as that uid removes every process it started, setsid'd or not;
+- ``RLIMIT_AS`` (memory), ``RLIMIT_CPU``, ``RLIMIT_NPROC``, ``RLIMIT_FSIZE``, ``RLIMIT_NOFILE``,
+  no core files, and a wall-clock deadline;
+- stdout and stderr go to files (bounded by ``RLIMIT_FSIZE``), of which the first
+  ``max_output_bytes`` are read back, so a flood of output costs the caller nothing.
+
+Usage::
+
+    from tasks.sandbox import run
+    r = run("print(int(input()) * 2)", stdin="21\\n", timeout_s=5, memory_mb=256)
+    r.status, r.stdout        # ('ok', '42\\n')
+
+The launcher (internal) is ``python tasks/sandbox.py --launch CONFIG_JSON``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
+SETUP_FAILED = 125  # launcher exit code when confinement itself failed (never the program's fault)
+_SETUP_MARK = "sandbox setup failed:"
+
+
+def load_params(section: str, path: str | Path | None = None) -> dict:
+    """The top-level ``section`` of params.yaml (``sandbox``, ``math``, ``code``, ``swe``); {} if absent."""
+    import yaml
+
+    with open(path or PARAMS_FILE) as f:
+        return (yaml.safe_load(f) or {}).get(section) or {}
+
+
+@dataclass
+class SandboxResult:
+    status: str  # ok | timeout | memory | error | killed
+    stdout: str
+    stderr: str
+    returncode: int | None
+    wall_s: float
+    truncated: bool = False  # stdout or stderr was longer than max_output_bytes
+
+
+@dataclass
+class Limits:
+    """Per-run limits; defaults match params.yaml's ``sandbox:`` section."""
+
+    timeout_s: float = 10.0
+    memory_mb: int = 512
+    max_processes: int = 32
+    max_file_mb: int = 16
+    max_open_files: int = 256
+    max_output_bytes: int = 65536
+    uid_base: int = 200000
+    uid_count: int = 800000
+    mask_dirs: tuple[str, ...] = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/root", "/home")
+
+    @classmethod
+    def from_params(cls, path: str | Path | None = None, **overrides) -> "Limits":
+        p = {k: v for k, v in load_params("sandbox", path).items() if k in cls.__dataclass_fields__}
+        if "mask_dirs" in p:
+            p["mask_dirs"] = tuple(p["mask_dirs"])
+        p.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**p)
+
+
+def run(code: str, *, stdin: str = "", files: dict[str, str | bytes] | None = None,
+        timeout_s: float | None = None, memory_mb: int | None = None,
+        limits: Limits | None = None) -> SandboxResult:
+    """Run Python source ``code`` as ``main.py`` in a fresh scratch directory holding ``files``."""
+    files = dict(files or {})
+    files["main.py"] = code
+    return run_command([sys.executable, "-E", "-s", "-B", "main.py"], stdin=stdin, files=files,
+                       timeout_s=timeout_s, memory_mb=memory_mb, limits=limits)
+
+
+def run_command(argv: list[str], *, stdin: str = "", files: dict[str, str | bytes] | None = None,
+                timeout_s: float | None = None, memory_mb: int | None = None,
+                env: dict[str, str] | None = None, limits: Limits | None = None) -> SandboxResult:
+    """Run ``argv`` confined, with cwd a fresh scratch directory holding ``files`` (relative paths).
+
+    ``timeout_s`` / ``memory_mb`` override ``limits`` (default: params.yaml's ``sandbox:``). Raises
+    RuntimeError when the confinement itself cannot be set up (not root, no namespaces).
+    """
+    lim = limits or Limits.from_params()
+    timeout_s = lim.timeout_s if timeout_s is None else timeout_s
+    memory_mb = lim.memory_mb if memory_mb is None else memory_mb
+    if os.geteuid() != 0:
+        raise RuntimeError("the local sandbox needs root (namespaces, a fresh uid); use tasks.sandbox_docker")
+    uid = lim.uid_base + secrets.randbelow(lim.uid_count)
+    run_dir = Path(tempfile.mkdtemp(prefix="m1-sandbox-"))  # 0700 root: outputs live beside scratch
+    scratch = run_dir / "scratch"
+    scratch.mkdir()
+    try:
+        _write_files(scratch, files or {}, uid)
+        os.chown(scratch, uid, uid)
+        (run_dir / "stdin").write_bytes(stdin.encode())
+        config = {
+            "uid": uid, "argv": list(argv), "scratch": str(scratch),
+            "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch), "TMPDIR": str(scratch),
+                    "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8", **(env or {})},
+            "binds_ro": [os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)],
+            "mask_dirs": list(lim.mask_dirs),
+            "rlimits": {
+                "AS": memory_mb << 20,
+                "CPU": int(timeout_s) + 1,
+                "NPROC": lim.max_processes,
+                "FSIZE": lim.max_file_mb << 20,
+                "NOFILE": lim.max_open_files,
+                "CORE": 0,
+            },
+        }
+        with open(run_dir / "stdin", "rb") as fin, open(run_dir / "stdout", "wb") as fout, \
+                open(run_dir / "stderr", "wb") as ferr:
+            t0 = time.monotonic()
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", os.path.abspath(__file__), "--launch", json.dumps(config)],
+                stdin=fin, stdout=fout, stderr=ferr, start_new_session=True, close_fds=True,
+            )
+            timed_out = False
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            _kill_all(proc, uid)
+            wall = time.monotonic() - t0
+        out, out_cut = _read_capped(run_dir / "stdout", lim.max_output_bytes)
+        err, err_cut = _read_capped(run_dir / "stderr", lim.max_output_bytes)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    rc = proc.returncode
+    if rc == SETUP_FAILED and err.startswith(_SETUP_MARK):
+        raise RuntimeError(err.strip())
+    return SandboxResult(_status(rc, err, timed_out), out, err, rc, wall, out_cut or err_cut)
+
+
+def _write_files(scratch: Path, files: dict[str, str | bytes], uid: int) -> None:
+    root = scratch.resolve()
+    for name, content in files.items():
+        path = (scratch / name).resolve()
+        if root not in path.parents:
+            raise ValueError(f"sandbox file {name!r} is outside the scratch directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        for p in [path, *path.parents]:
+            if p == root:
+                break
+            os.chown(p, uid, uid)
+
+
+def _kill_all(proc: subprocess.Popen, uid: int) -> None:
+    """Kill the process group, reap the launcher, then everything else the run's uid still owns."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    # kill(-1) made as the run's uid reaches exactly that uid's processes (escaped sessions, double
+    # forks); the kernel walks the task list under a lock, so a fork bomb cannot outrun one pass
+    # (a second pass, in case the first raced a process that was mid-exec)
+    subprocess.run(["/bin/sh", "-c", "kill -9 -1; kill -9 -1"], user=uid, group=uid, extra_groups=[],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
+    deadline = time.monotonic() + 5.0
+    while live_processes(uid) and time.monotonic() < deadline:  # SIGKILL lands asynchronously
+        time.sleep(0.01)
+
+
+def live_processes(uid: int) -> list[int]:
+    """Pids of processes owned by ``uid`` that are not zombies (a zombie holds nothing but its pid)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                status = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+        except OSError:
+            continue
+        if int(status["Uid"].split()[0]) == uid and not status["State"].strip().startswith(("Z", "X")):
+            pids.append(int(entry))
+    return pids
+
+
+def _read_capped(path: Path, cap: int) -> tuple[str, bool]:
+    with open(path, "rb") as f:
+        data = f.read(cap + 1)
+    return data[:cap].decode("utf-8", errors="replace"), len(data) > cap
+
+
+def _status(rc: int | None, stderr: str, timed_out: bool) -> str:
+    if timed_out or rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+        return "timeout"
+    if rc != 0 and any(m in stderr for m in ("MemoryError", "Cannot allocate memory", "bad_alloc")):
+        return "memory"
+    if rc is not None and rc < 0:
+        return "killed"
+    return "ok" if rc == 0 else "error"
+
+
+# ---------------------------------------------------------------------------------------------
+# The launcher: runs as root in the new session, confines itself, then execs the program.
+
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWNET = 0x40000000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = (
+    1, 2, 4, 32, 4096, 16384, 1 << 18)
+
+
+def _launch(config: dict) -> None:
+    import ctypes
+    import resource
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(ret: int, what: str) -> None:
+        if ret != 0:
+            raise OSError(ctypes.get_errno(), f"{what}: {os.strerror(ctypes.get_errno())}")
+
+    def mount(src: str | None, dst: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+        enc = (lambda s: s.encode() if s is not None else None)
+        check(libc.mount(enc(src), enc(dst), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {dst}")
+
+    check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET), "unshare")
+    mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+    scratch = config["scratch"]
+    masks = [d for d in config["mask_dirs"] if os.path.isdir(d) and not os.path.islink(d)]
+    under_mask = (lambda p: any(p == m or p.startswith(m.rstrip("/") + "/") for m in masks))
+    # open what must stay visible before the masks hide it; bind it back at the same path after
+    binds = [(scratch, False)] + [(p, True) for p in dict.fromkeys(config["binds_ro"]) if under_mask(p)]
+    fds = [(os.open(p, os.O_PATH), p, ro) for p, ro in binds]
+    for d in masks:
+        mount("tmpfs", d, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=755")
+    for fd, path, ro in fds:
+        os.makedirs(path, exist_ok=True)
+        mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+        if ro:
+            mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID)
+        os.close(fd)
+    os.chdir(scratch)
+    for name, value in config["rlimits"].items():
+        kind = getattr(resource, f"RLIMIT_{name}")
+        hard = value + 1 if name == "CPU" else value  # SIGXCPU at the soft limit, SIGKILL a second later
+        resource.setrlimit(kind, (value, hard))
+    os.setgroups([])
+    os.setgid(config["uid"])
+    os.setuid(config["uid"])
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--launch"]:
+    cfg = json.loads(sys.argv[2])
+    try:
+        _launch(cfg)
+    except Exception as exc:  # noqa: BLE001  (reported to the caller as a setup failure)
+        sys.stderr.write(f"{_SETUP_MARK} {type(exc).__name__}: {exc}\n")
+        sys.exit(SETUP_FAILED)
+    try:
+        os.execve(cfg["argv"][0] if os.path.isabs(cfg["argv"][0]) else shutil.which(
+            cfg["argv"][0], path=cfg["env"]["PATH"]) or cfg["argv"][0], cfg["argv"], cfg["env"])
+    except OSError as exc:
+        sys.stderr.write(f"cannot run {cfg['argv'][0]!r}: {exc}\n")
+        sys.exit(127)

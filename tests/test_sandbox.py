@@ -1,0 +1,132 @@
+"""tasks.sandbox: results, limits and the attacks it must survive (the fork bomb runs last)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from tasks.sandbox import Limits, live_processes, run, run_command
+
+LIM = Limits(timeout_s=5, memory_mb=256, max_processes=16, max_file_mb=4, max_output_bytes=4096)
+
+
+def test_stdin_stdout_and_files():
+    r = run("import helper\nprint(helper.double(int(input())))", stdin="21\n",
+            files={"helper.py": "def double(x):\n    return 2 * x\n"}, limits=LIM)
+    assert (r.status, r.stdout, r.returncode) == ("ok", "42\n", 0)
+
+
+def test_runs_as_an_unprivileged_uid_in_its_scratch_directory():
+    r = run("import os\nprint(os.getuid(), os.getgid(), os.getgroups())\nopen('out.txt', 'w').write('x')\n"
+            "print(os.path.basename(os.getcwd()), os.listdir('.'))", limits=LIM)
+    ids, where = r.stdout.splitlines()
+    uid, gid, groups = ids.split(" ", 2)
+    cwd, listing = where.split(" ", 1)
+    assert r.status == "ok"
+    assert int(uid) >= LIM.uid_base and int(gid) == int(uid) and groups == "[]"
+    assert cwd == "scratch" and "out.txt" in listing
+
+
+def test_error_and_signal_statuses():
+    r = run("raise SystemExit(3)", limits=LIM)
+    assert (r.status, r.returncode) == ("error", 3)
+    r = run("import os\nos.abort()", limits=LIM)
+    assert r.status == "killed" and r.returncode < 0
+    r = run("def f(:\n  pass", limits=LIM)
+    assert r.status == "error" and "SyntaxError" in r.stderr
+
+
+def test_command_and_missing_program():
+    r = run_command(["sh", "-c", "echo $HOME; cat in.txt"], files={"in.txt": "hi"}, limits=LIM)
+    assert r.status == "ok" and r.stdout.endswith("scratch\nhi")
+    r = run_command(["no-such-program-xyz"], limits=LIM)
+    assert r.status == "error" and r.returncode == 127
+
+
+def test_files_must_stay_inside_scratch():
+    with pytest.raises(ValueError, match="outside the scratch"):
+        run("pass", files={"../escape.py": "x"}, limits=LIM)
+
+
+def test_infinite_loop_times_out():
+    r = run("while True:\n    pass", limits=Limits(**{**LIM.__dict__, "timeout_s": 1.5}))
+    assert r.status == "timeout"
+    assert r.wall_s < 10
+
+
+def test_ten_gigabyte_allocation_fails_with_memory():
+    r = run("x = bytearray(10 * 1024 ** 3)\nprint('allocated')", limits=LIM)
+    assert r.status == "memory" and "allocated" not in r.stdout
+
+
+def test_writes_outside_scratch_fail(tmp_path):
+    private = tmp_path / "private"  # root-owned 0755, like the rest of the tree
+    private.mkdir(mode=0o755)
+    open_dir = tmp_path / "open"  # world-writable, like /tmp itself: hidden by the mount namespace
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)
+    os.chmod(tmp_path, 0o755)
+    repo_target = Path(__file__).resolve().parent / f"sandbox-escape-{os.getpid()}.txt"
+    targets = [private / "a.txt", open_dir / "b.txt", Path("/tmp") / f"sandbox-escape-{os.getpid()}",
+               Path("/var/tmp") / f"sandbox-escape-{os.getpid()}", repo_target]
+    code = ("import sys\nok = []\nfor p in sys.argv[1:]:\n    try:\n        open(p, 'w').write('pwned')\n"
+            "        ok.append(p)\n    except OSError:\n        pass\nprint(ok)")
+    try:
+        r = run_command([os.path.realpath(os.sys.executable), "-c", code, *map(str, targets)], limits=LIM)
+        assert r.status == "ok" and r.stdout.strip() == "[]"
+        assert not any(t.exists() for t in targets)
+    finally:
+        for t in targets:
+            t.unlink(missing_ok=True)
+
+
+def test_no_network_even_to_a_local_listening_port():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.setblocking(False)
+    port = server.getsockname()[1]
+    try:
+        r = run(f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\nprint('connected')",
+                limits=LIM)
+        assert r.status == "error" and "connected" not in r.stdout
+        assert "Network is unreachable" in r.stderr or "refused" in r.stderr
+        with pytest.raises(BlockingIOError):
+            server.accept()
+    finally:
+        server.close()
+
+
+def test_huge_stdout_is_capped():
+    r = run("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", limits=LIM)
+    assert r.truncated and len(r.stdout) == LIM.max_output_bytes and set(r.stdout) == {"x"}
+    assert r.status == "error" and "File too large" in r.stderr  # stopped by RLIMIT_FSIZE
+
+
+def test_runs_from_a_worker_thread():
+    out = []
+    t = threading.Thread(target=lambda: out.append(run("print(6 * 7)", limits=LIM)))
+    t.start()
+    t.join()
+    assert out[0].status == "ok" and out[0].stdout == "42\n"
+
+
+def test_escaped_daemon_is_gone_when_run_returns():
+    code = ("import os, time\nprint(os.getuid(), flush=True)\nif os.fork() == 0:\n    os.setsid()\n"
+            "    if os.fork() == 0:\n        time.sleep(100)\n    os._exit(0)\n")
+    r = run(code, limits=LIM)
+    assert r.status == "ok"
+    assert live_processes(int(r.stdout.split()[0])) == []
+
+
+def test_zz_fork_bomb_is_contained_and_cleaned_up():
+    # RLIMIT_NPROC (16 here) caps the bomb before it can fill the machine; the deadline ends it
+    code = ("import os\nprint(os.getuid(), flush=True)\nwhile True:\n    try:\n        os.fork()\n"
+            "    except OSError:\n        pass")
+    r = run(code, limits=Limits(**{**LIM.__dict__, "timeout_s": 2}))
+    assert r.status == "timeout"
+    assert live_processes(int(r.stdout.split()[0])) == []
