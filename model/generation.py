@@ -1,0 +1,198 @@
+"""Rollout generation in PyTorch: batched prefill, then incremental decoding.
+
+``TorchEngine(model).generate(prompts, SamplingParams(...))`` works for ``M1ForCausalLM`` (recurrent
+lightning state + softmax KV cache, ``M1Cache``) and for any Hugging Face causal LM (its
+``past_key_values`` cache). Prompts of different lengths are left-padded: lightning layers zero the
+q, k, v of padded positions (their state stays exactly zero), softmax layers mask padded keys, and
+RoPE positions count real tokens only, so each row decodes as if it were alone.
+
+Sampling: logits are computed in fp32 from the final hidden state (the report's FP32 LM head,
+section 3.3), divided by the temperature, then truncated by top-k and top-p and renormalised.
+The log-probability returned for each token is that of the temperature-scaled distribution
+*before* top-k / top-p truncation: the full softmax that the trainer's ``token_logprobs``
+reproduces (at temperature 1), so the importance ratio of CISPO compares like with like.
+Temperature 0 is greedy decoding, with the log-probability of the untempered distribution.
+
+Finish reasons: ``eos`` (a stop token was sampled; it is kept in the output), ``repetition`` (the
+report's early truncation, section 3.2: ``repetition_n`` consecutive tokens each with probability
+above ``repetition_p``; the N-th such token is the last one kept) and ``length``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from model.logprobs import hf_base_model, padded_positions
+from model.modeling import M1ForCausalLM
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    stop_token_ids: tuple[int, ...] = ()
+    repetition_n: int = 3000  # early truncation: N consecutive tokens ...
+    repetition_p: float = 0.99  # ... each with probability above p
+
+    def __post_init__(self) -> None:
+        self.stop_token_ids = tuple(int(t) for t in self.stop_token_ids)
+        checks = {
+            "max_new_tokens": self.max_new_tokens >= 1,
+            "temperature": self.temperature >= 0,
+            "top_p": 0 < self.top_p <= 1,
+            "top_k": self.top_k >= 0,
+            "repetition_n": self.repetition_n >= 1,
+            "repetition_p": 0 <= self.repetition_p <= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"SamplingParams.{name} = {getattr(self, name)!r} is out of range")
+
+
+def load_sampling_params(path: str | Path = "params.yaml", **overrides) -> SamplingParams:
+    """The ``generation:`` section of params.yaml as ``SamplingParams`` (unknown keys are an error)."""
+    import yaml
+
+    section = (yaml.safe_load(Path(path).read_text()) or {}).get("generation") or {}
+    names = {f.name for f in fields(SamplingParams)}
+    unknown = set(section) - names
+    if unknown:
+        raise ValueError(f"{path}: generation section has unknown keys {sorted(unknown)}")
+    return SamplingParams(**{**section, **overrides})
+
+
+@dataclass
+class GenerationOutput:
+    tokens: list[list[int]]  # generated ids only (stop token included when it fired)
+    logprobs: list[list[float]]  # inference-side log-prob of each sampled token
+    finish_reasons: list[str]  # "eos" | "length" | "repetition"
+
+
+def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None):
+    """logits [B, V] -> (token [B], log-prob [B] of the tempered distribution before truncation)."""
+    if params.temperature == 0:
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        tok = logp.argmax(-1)
+        return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+    logp = torch.log_softmax(logits.float() / params.temperature, dim=-1)  # [B, V]
+    probs = logp.exp()
+    if params.top_k > 0:
+        kth = torch.topk(probs, min(params.top_k, probs.shape[-1]), dim=-1).values[:, -1:]
+        probs = torch.where(probs >= kth, probs, 0.0)
+    if params.top_p < 1.0:
+        p_sorted, order = torch.sort(probs, dim=-1, descending=True)
+        mass_before = p_sorted.cumsum(-1) - p_sorted
+        # smallest prefix whose mass reaches top_p (mass over the top-k survivors)
+        p_sorted = torch.where(mass_before < params.top_p * p_sorted.sum(-1, keepdim=True), p_sorted, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, p_sorted)
+    tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+
+
+class TorchEngine:
+    """Batched generation with a cache, for ``M1ForCausalLM`` or a Hugging Face causal LM."""
+
+    def __init__(self, model, *, pad_token_id: int = 0) -> None:
+        self.model = model
+        self.pad_token_id = pad_token_id
+        self.native = isinstance(model, M1ForCausalLM)
+        if not self.native:
+            params = inspect.signature(hf_base_model(model).forward).parameters
+            # transformers 5.x renames past_key_values to cache (the GPU image has an older 5.x)
+            self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Last position's fp32 logits [B, V] (the report's FP32 LM head)."""
+        if self.native:
+            return self.model.logits(hidden[:, -1]).float()
+        return F.linear(hidden[:, -1].float(), self.model.get_output_embeddings().weight.float())
+
+    def _forward(self, ids, new_mask, full_mask, cache):
+        """Run new tokens ids [B, T] through the model; returns (logits [B, V], cache)."""
+        if self.native:
+            out = self.model.model(ids, None if bool(new_mask.all()) else new_mask, cache, True)
+            return self._head(out[0]), out[1]
+        pos = padded_positions(full_mask)[:, -ids.shape[1]:]
+        out = hf_base_model(self.model)(
+            input_ids=ids, attention_mask=full_mask, position_ids=pos, use_cache=True,
+            **{self._cache_kw: cache},
+        )
+        new_cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        return self._head(out.last_hidden_state), new_cache
+
+    def _select(self, cache, idx: torch.Tensor):
+        """Drop finished rows from the cache; None where the cache type cannot do that."""
+        if self.native:
+            return cache.select(idx)
+        if hasattr(cache, "batch_select_indices"):
+            cache.batch_select_indices(idx)
+            return cache
+        return None
+
+    @torch.no_grad()
+    def generate(
+        self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator | None = None
+    ) -> GenerationOutput:
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("generate: every prompt needs at least one token")
+        dev = next(self.model.parameters()).device
+        B, L = len(prompts), max(len(p) for p in prompts)
+        ids = torch.full((B, L), self.pad_token_id, dtype=torch.long, device=dev)
+        mask = torch.zeros(B, L, dtype=torch.long, device=dev)
+        for i, p in enumerate(prompts):  # left padding: every row's last token is at position L-1
+            ids[i, L - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[i, L - len(p):] = 1
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._decode(ids, mask, params, generator)
+        finally:
+            self.model.train(was_training)
+
+    def _decode(self, ids, mask, params, generator) -> GenerationOutput:
+        B = ids.shape[0]
+        tokens: list[list[int]] = [[] for _ in range(B)]
+        logprobs: list[list[float]] = [[] for _ in range(B)]
+        reasons: list[str | None] = [None] * B
+        streak = [0] * B  # consecutive tokens with probability above repetition_p
+        stop = set(params.stop_token_ids)
+        threshold = torch.tensor(params.repetition_p).log().item() if params.repetition_p > 0 else -float("inf")
+        logits, cache = self._forward(ids, mask, mask, None)
+        rows = list(range(B))  # original index of each row still in the batch
+        ones = mask.new_ones(B, 1)
+        for _ in range(params.max_new_tokens):
+            tok, lp = sample(logits, params, generator)
+            tok_l, lp_l = tok.tolist(), lp.tolist()
+            keep = []
+            for j, i in enumerate(rows):
+                if reasons[i] is not None:  # finished, kept only where the cache cannot drop rows
+                    continue
+                tokens[i].append(tok_l[j])
+                logprobs[i].append(lp_l[j])
+                streak[i] = streak[i] + 1 if lp_l[j] > threshold else 0
+                if tok_l[j] in stop:
+                    reasons[i] = "eos"
+                elif streak[i] >= params.repetition_n:
+                    reasons[i] = "repetition"
+                elif len(tokens[i]) >= params.max_new_tokens:
+                    reasons[i] = "length"
+                else:
+                    keep.append(j)
+            if not keep:
+                break
+            if len(keep) < len(rows):
+                idx = torch.tensor(keep, device=tok.device)
+                selected = self._select(cache, idx)
+                if selected is not None:
+                    cache, tok, mask = selected, tok[idx], mask[idx]
+                    rows = [rows[j] for j in keep]
+            mask = torch.cat((mask, ones[: mask.shape[0]]), dim=1)
+            logits, cache = self._forward(tok[:, None], ones[: mask.shape[0]], mask, cache)
+        return GenerationOutput(tokens, logprobs, [r or "length" for r in reasons])
