@@ -7,6 +7,7 @@ check that verifiers judge an answer for what it is (any valid solution passes, 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -169,3 +170,10 @@ def test_clue_helpers_by_hand():
     # row 1 shades column 2 (worth 2); row 2 shades both (1 + 2); column 1: row 2 (2); column 2: 1 + 2
     assert TASKS["kakurasu"].verify(kakurasu, wrap(". #\n# #")) == 1.0
     assert TASKS["kakurasu"].verify(kakurasu, wrap("# .\n# #")) == 0.0
+
+
+def test_docs_table_lists_every_family():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "TASKS.md").read_text()
+    for name in SYNLOGIC:
+        lo, hi = TASKS[name].difficulty_range
+        assert f"| `{name}` |" in doc and f"| {lo}-{hi} | {TASKS[name].knobs} |" in doc, name

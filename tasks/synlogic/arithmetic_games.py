@@ -259,7 +259,7 @@ def _to_base(v: int, base: int) -> str:
 class BaseConversion(SynLogicTask):
     name = "base_conversion"
     difficulty_range = (1, 5)
-    knobs = "largest value 63 to 10^6 and bases 2-10 up to 2-16"
+    knobs = "largest value 63 to 10^6; bases 2 and 10 at level 1, up to any of 2-16"
     _levels = [(63, [2, 10]), (255, [2, 8, 10, 16]), (4095, list(range(2, 17))),
                (65535, list(range(2, 17))), (10 ** 6, list(range(2, 17)))]
 
