@@ -16,7 +16,7 @@ from tasks.synlogic import TASKS
 from tasks.synlogic.arithmetic_games import evaluate_expression
 from tasks.synlogic.base import SynLogicTask, canon, parse_coords, parse_int_grid
 from tasks.synlogic.puzzles_grid import _has_perfect_matching, _runs
-from tasks.synlogic.puzzles_latin import _visible
+from tasks.synlogic.puzzles_latin import _visible, count_sudoku_solutions
 
 SYNLOGIC = sorted(name for name, task in TASKS.items() if isinstance(task, SynLogicTask))
 
@@ -96,6 +96,17 @@ def test_sudoku_accepts_any_valid_grid_and_keeps_givens():
     assert sudoku.verify(item, wrap(other)) == 1.0
     assert sudoku.verify(item, wrap("1 2 3 4\n3 4 1 2\n2 1 4 3\n4 3 1 2")) == 0.0  # columns repeat
     assert sudoku.verify(item, wrap("1,2,3,4 / 3,4,1,2 / 2,1,4,3 / 4,3,2,1")) == 1.0
+
+
+def test_sudoku_puzzles_have_one_solution():
+    assert count_sudoku_solutions([[0] * 4 for _ in range(4)], 2, 2, limit=1000) == 288
+    for difficulty in (1, 3, 5):
+        item = TASKS["sudoku"].generate(1, seed=2, difficulty=difficulty)[0]
+        a, b = item["metadata"]["box"]
+        puzzle = [[0] * (a * b) for _ in range(a * b)]
+        for r, c, v in item["metadata"]["givens"]:
+            puzzle[r][c] = v
+        assert count_sudoku_solutions(puzzle, a, b) == 1
 
 
 def test_game_of_24_evaluates_safely():

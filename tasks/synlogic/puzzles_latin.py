@@ -30,11 +30,64 @@ def _hide(rng: random.Random, n_rows: int, n_cols: int, count: int) -> set[tuple
     return set(rng.sample(cells, min(count, len(cells))))
 
 
+def count_sudoku_solutions(puzzle: list[list[int]], a: int, b: int, limit: int = 2) -> int:
+    """Solutions of a Sudoku with a x b boxes (0 = blank), counted up to ``limit``.
+
+    Depth-first search over digit bitmasks, always filling the blank with the fewest candidates.
+    """
+    n = a * b
+    full = (1 << n) - 1
+    rows, cols, boxes = [0] * n, [0] * n, [0] * n
+    blanks = []
+    for r in range(n):
+        for c in range(n):
+            v = puzzle[r][c]
+            if v:
+                bit = 1 << (v - 1)
+                rows[r] |= bit
+                cols[c] |= bit
+                boxes[r // a * a + c // b] |= bit  # box index: band * (boxes per band) + stack
+            else:
+                blanks.append((r, c, r // a * a + c // b))
+    found = 0
+
+    def search(remaining):
+        nonlocal found
+        if not remaining:
+            found += 1
+            return
+        best, best_mask, best_k = 0, 0, n + 1
+        for i, (r, c, bx) in enumerate(remaining):
+            mask = full & ~(rows[r] | cols[c] | boxes[bx])
+            k = mask.bit_count()
+            if k < best_k:
+                best, best_mask, best_k = i, mask, k
+                if k <= 1:
+                    break
+        if best_k == 0:
+            return
+        r, c, bx = remaining[best]
+        rest = remaining[:best] + remaining[best + 1:]
+        while best_mask and found < limit:
+            bit = best_mask & -best_mask
+            best_mask ^= bit
+            rows[r] |= bit
+            cols[c] |= bit
+            boxes[bx] |= bit
+            search(rest)
+            rows[r] ^= bit
+            cols[c] ^= bit
+            boxes[bx] ^= bit
+
+    search(blanks)
+    return found
+
+
 class Sudoku(SynLogicTask):
     name = "sudoku"
     any_valid = True
     difficulty_range = (1, 6)
-    knobs = "grid 4x4 / 6x6 / 9x9 and blanks: 6, 10, 18, 35, 45, 55"
+    knobs = "grid 4x4 / 6x6 / 9x9 and blanks 6, 10, 18, 35, 45, 55 (unique solution kept)"
     _levels = [(2, 2, 6), (2, 2, 10), (2, 3, 18), (3, 3, 35), (3, 3, 45), (3, 3, 55)]
 
     def make(self, rng, difficulty):
@@ -47,7 +100,7 @@ class Sudoku(SynLogicTask):
         cols = [stack * b + c for stack in stacks for c in rng.sample(range(b), b)]
         syms = rng.sample(range(1, n + 1), n)
         grid = [[syms[pattern[r][c]] for c in cols] for r in rows]
-        hidden = _hide(rng, n, n, blanks)
+        hidden = self._dig(rng, grid, a, b, blanks)
         givens = [[r, c, grid[r][c]] for r in range(n) for c in range(n) if (r, c) not in hidden]
         question = (f"Solve this {n}x{n} Sudoku: fill each '.' with a digit 1-{n} so that every row, "
                     f"every column and every {a}x{b} box holds each digit once.\n"
@@ -55,6 +108,22 @@ class Sudoku(SynLogicTask):
                     f"Answer with the full grid, one row per line, digits separated by spaces. "
                     f"{ANSWER_TAGS}")
         return question, format_grid(grid), {"box": [a, b], "givens": givens}
+
+    @staticmethod
+    def _dig(rng, grid, a, b, blanks):
+        """Blank cells in random order, skipping any whose removal leaves several solutions."""
+        n = a * b
+        puzzle = [row[:] for row in grid]
+        hidden = set()
+        for r, c in rng.sample([(r, c) for r in range(n) for c in range(n)], n * n):
+            if len(hidden) == blanks:
+                break
+            puzzle[r][c] = 0
+            if count_sudoku_solutions(puzzle, a, b, limit=2) == 1:
+                hidden.add((r, c))
+            else:
+                puzzle[r][c] = grid[r][c]
+        return hidden
 
     def check(self, item, answer):
         a, b = item["metadata"]["box"]

@@ -45,8 +45,8 @@ class WebOfLies(SynLogicTask):
             facts = [facts[0]] + rng.sample(facts[1:], n - 1)
         asked = sorted(rng.sample(range(n), n_asked))
         question = (f"{' '.join(facts)} Each person either always tells the truth or always lies. "
-                    f"Does {', '.join(people[i] for i in asked)} tell the truth? Answer yes or no "
-                    f"for each, in that order, separated by commas. {ANSWER_TAGS}")
+                    f"Does each of {', '.join(people[i] for i in asked)} tell the truth? Answer yes "
+                    f"or no for each, in that order, separated by commas. {ANSWER_TAGS}")
         answer = ", ".join("yes" if truth[i] else "no" for i in asked)
         return question, answer, {}
 
@@ -267,7 +267,8 @@ class GraphColouring(SynLogicTask):
 
     def make(self, rng, difficulty):
         n, k, p = level(difficulty, self._levels)
-        colour = [rng.randrange(k) + 1 for _ in range(n)]
+        colour = [i % k + 1 for i in range(n)]  # balanced classes leave room for many edges
+        rng.shuffle(colour)
         edges = [[u + 1, v + 1] for u in range(n) for v in range(u + 1, n)
                  if colour[u] != colour[v] and rng.random() < p]
         question = (f"Colour the vertices 1-{n} of a graph with colours 1-{k} so that the two ends "
