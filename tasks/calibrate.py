@@ -124,10 +124,11 @@ def write_bounds(params_path: str | Path, bounds: dict[str, tuple[int, int]],
 
 
 class ModelPolicy:
-    """A checkpoint that answers questions: chat template in, decoded responses out.
+    """A checkpoint that answers questions (``tasks.difficulty``'s ``Policy``: ``sample(questions, k)``).
 
-    ``engine`` follows ``model.generation.TorchEngine``'s contract; ``encode``/``decode`` map the
-    chat prompt and the sampled ids (special tokens kept, so the answer tags survive).
+    ``engine`` follows ``model.generation.TorchEngine``'s contract; ``encode`` builds the chat
+    prompt's ids and ``decode`` turns sampled ids back into text with special tokens kept, so the
+    answer tags survive.
     """
 
     def __init__(self, engine, encode: Callable[[str], list[int]],
@@ -138,58 +139,46 @@ class ModelPolicy:
 
     @classmethod
     def load(cls, model_dir: str | Path, settings: dict[str, Any], device: str = "cpu") -> ModelPolicy:
-        """Our M1 checkpoint (``model_type: minimax``) or any Hugging Face causal LM, on ``device``."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
+        """A policy directory (``tasks.rl.policy.save_policy``: our M1 or any HF causal LM)."""
         from model.generation import SamplingParams, TorchEngine
+        from tasks.rl.policy import encode_prompt, load_policy
 
-        model_dir = Path(model_dir)
-        config = json.loads((model_dir / "config.json").read_text())
-        if config.get("model_type") == "minimax":
-            from model import M1ForCausalLM
-
-            model = M1ForCausalLM.from_pretrained(model_dir)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(model_dir)
+        model, tok = load_policy(model_dir)
         model = model.to(device).eval()
-        tok = AutoTokenizer.from_pretrained(model_dir)
         sampling = SamplingParams(max_new_tokens=settings["max_new_tokens"],
                                   temperature=settings["temperature"], top_p=settings["top_p"],
                                   stop_token_ids=(tok.eos_token_id,))
-
-        def encode(question: str) -> list[int]:
-            text = tok.apply_chat_template([{"role": "user", "content": question}],
-                                           add_generation_prompt=True, tokenize=False)
-            return tok(text, add_special_tokens=False)["input_ids"]
-
-        def decode(ids: list[int]) -> str:
-            return tok.decode(ids, skip_special_tokens=False)
-
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        return cls(TorchEngine(model, pad_token_id=pad), encode, decode, sampling,
+        return cls(TorchEngine(model, pad_token_id=pad), lambda q: encode_prompt(tok, q),
+                   lambda ids: tok.decode(ids, skip_special_tokens=False), sampling,
                    batch_size=settings["batch_size"], seed=settings["seed"], device=device)
 
-    def respond(self, questions: list[str], samples: int) -> list[list[str]]:
-        """``samples`` sampled responses per question."""
+    def sample(self, questions: list[str], k: int) -> list[list[str]]:
+        """``k`` sampled responses per question."""
         import torch
 
-        prompts = [self.encode(q) for q in questions for _ in range(samples)]
+        prompts = [self.encode(q) for q in questions for _ in range(k)]
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
         texts: list[str] = []
-        for i in range(0, len(prompts), self.batch_size):
-            out = self.engine.generate(prompts[i:i + self.batch_size], self.sampling, generator=generator)
-            texts += [self.decode(ids) for ids in out.tokens]
-        return [texts[j * samples:(j + 1) * samples] for j in range(len(questions))]
+        with torch.no_grad():
+            for i in range(0, len(prompts), self.batch_size):
+                out = self.engine.generate(prompts[i:i + self.batch_size], self.sampling,
+                                           generator=generator)
+                texts += [self.decode(ids) for ids in out.tokens]
+        return [texts[j * k:(j + 1) * k] for j in range(len(questions))]
 
 
-def policy_pass_rate(policies: dict[str, ModelPolicy], samples: dict[str, int], *, items: int,
+def policy_pass_rate(policies: dict[str, Any], samples: dict[str, int], *, items: int,
                      seed: int = 0) -> PassRate:
-    """A ``PassRate`` that generates ``items`` items per level and samples each policy on them."""
+    """A ``PassRate`` that generates ``items`` items per level and samples each policy on them.
+
+    ``policies`` maps a name to anything with ``sample(questions, k) -> k responses each``.
+    """
     from tasks.synlogic import TASKS
 
     def pass_rate(task: str, difficulty: int, policy: str) -> list[float]:
         batch = TASKS[task].generate(items, seed, difficulty)
-        responses = policies[policy].respond([it["question"] for it in batch], samples[policy])
+        responses = policies[policy].sample([it["question"] for it in batch], samples[policy])
         return [mean(float(TASKS[task].verify(it, r) == 1.0) for r in rs)
                 for it, rs in zip(batch, responses)]
 

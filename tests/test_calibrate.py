@@ -131,7 +131,7 @@ def test_main_writes_calibrated_bounds(tmp_path, monkeypatch):
         def __init__(self, right):
             self.right = right
 
-        def respond(self, questions, samples):
+        def sample(self, questions, samples):
             lookup = {it["question"]: it["answer"] for lv in range(1, 6)
                       for it in TASKS["dyck_languages"].generate(2, 0, lv)}
             return [[f"<answer>{lookup[q] if self.right else 'x'}</answer>"] * samples
@@ -187,3 +187,26 @@ def test_repo_params_cover_every_family_inside_its_range(tmp_path):
     bad.write_text("synlogic:\n  difficulty:\n    maze: {low: 1}\n")
     with pytest.raises(ValueError, match="synlogic.difficulty.maze"):
         DifficultySchedule.from_params(load_params(bad))
+
+
+def test_main_end_to_end_with_a_tiny_llama(tmp_path):
+    """The real path: a saved policy, TorchEngine sampling, verification, params write-back."""
+    from model.tokenizer import train_tokenizer
+    from tasks.rl.policy import build_policy, save_policy
+
+    texts = [it["question"] for it in TASKS["boolean_expressions"].generate(20, 0, 3)]
+    tok = train_tokenizer(texts, vocab_size=300, out_dir=tmp_path / "tok")
+    model = build_policy({"arch": "llama", "hidden_size": 32, "intermediate_size": 64,
+                          "num_hidden_layers": 1, "num_attention_heads": 2,
+                          "num_key_value_heads": 2, "max_position_embeddings": 512}, tok)
+    save_policy(model, tok, tmp_path / "policy")
+    path = tmp_path / "params.yaml"
+    path.write_text("synlogic:\n  calibrate:\n    items: 2\n    base_samples: 1\n"
+                    "    strong_samples: 2\n    max_new_tokens: 4\n    batch_size: 3\n")
+    results = cal.main(["--base", str(tmp_path / "policy"), "--strong", str(tmp_path / "policy"),
+                        "--tasks", "boolean_expressions", "--params", str(path)])
+    # an untrained model answers nothing: base rate 0 at every level, so low = 1; high falls to low
+    b = results["boolean_expressions"]
+    assert b.base_rate == {lv: 0.0 for lv in range(1, 6)}
+    assert b.strong_pass == {lv: 0.0 for lv in range(5, 0, -1)}
+    assert load_params(path)["difficulty"]["boolean_expressions"] == {"low": 1, "high": 1}
