@@ -34,198 +34,14 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import time
-from dataclasses import dataclass
-from pathlib import Path
-
-PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
-SETUP_FAILED = 125  # launcher exit code when confinement itself failed (never the program's fault)
-_SETUP_MARK = "sandbox setup failed:"
-
-
-def load_params(section: str, path: str | Path | None = None) -> dict:
-    """The top-level ``section`` of params.yaml (``sandbox``, ``math``, ``code``, ``swe``); {} if absent."""
-    import yaml
-
-    with open(path or PARAMS_FILE) as f:
-        return (yaml.safe_load(f) or {}).get(section) or {}
-
-
-@dataclass
-class SandboxResult:
-    status: str  # ok | timeout | memory | error | killed
-    stdout: str
-    stderr: str
-    returncode: int | None
-    wall_s: float
-    truncated: bool = False  # stdout or stderr was longer than max_output_bytes
-
-
-@dataclass
-class Limits:
-    """Per-run limits; defaults match params.yaml's ``sandbox:`` section."""
-
-    timeout_s: float = 10.0
-    memory_mb: int = 512
-    max_processes: int = 32
-    max_file_mb: int = 16
-    max_open_files: int = 256
-    max_output_bytes: int = 65536
-    uid_base: int = 200000
-    uid_count: int = 800000
-    mask_dirs: tuple[str, ...] = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/root", "/home")
-
-    @classmethod
-    def from_params(cls, path: str | Path | None = None, **overrides) -> "Limits":
-        p = {k: v for k, v in load_params("sandbox", path).items() if k in cls.__dataclass_fields__}
-        if "mask_dirs" in p:
-            p["mask_dirs"] = tuple(p["mask_dirs"])
-        p.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**p)
-
-
-def run(code: str, *, stdin: str = "", files: dict[str, str | bytes] | None = None,
-        timeout_s: float | None = None, memory_mb: int | None = None,
-        limits: Limits | None = None) -> SandboxResult:
-    """Run Python source ``code`` as ``main.py`` in a fresh scratch directory holding ``files``."""
-    files = dict(files or {})
-    files["main.py"] = code
-    return run_command([sys.executable, "-E", "-s", "-B", "main.py"], stdin=stdin, files=files,
-                       timeout_s=timeout_s, memory_mb=memory_mb, limits=limits)
-
-
-def run_command(argv: list[str], *, stdin: str = "", files: dict[str, str | bytes] | None = None,
-                timeout_s: float | None = None, memory_mb: int | None = None,
-                env: dict[str, str] | None = None, limits: Limits | None = None) -> SandboxResult:
-    """Run ``argv`` confined, with cwd a fresh scratch directory holding ``files`` (relative paths).
-
-    ``timeout_s`` / ``memory_mb`` override ``limits`` (default: params.yaml's ``sandbox:``). Raises
-    RuntimeError when the confinement itself cannot be set up (not root, no namespaces).
-    """
-    lim = limits or Limits.from_params()
-    timeout_s = lim.timeout_s if timeout_s is None else timeout_s
-    memory_mb = lim.memory_mb if memory_mb is None else memory_mb
-    if os.geteuid() != 0:
-        raise RuntimeError("the local sandbox needs root (namespaces, a fresh uid); use tasks.sandbox_docker")
-    uid = lim.uid_base + secrets.randbelow(lim.uid_count)
-    run_dir = Path(tempfile.mkdtemp(prefix="m1-sandbox-"))  # 0700 root: outputs live beside scratch
-    scratch = run_dir / "scratch"
-    scratch.mkdir()
-    try:
-        _write_files(scratch, files or {}, uid)
-        os.chown(scratch, uid, uid)
-        (run_dir / "stdin").write_bytes(stdin.encode())
-        config = {
-            "uid": uid, "argv": list(argv), "scratch": str(scratch),
-            "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch), "TMPDIR": str(scratch),
-                    "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8", **(env or {})},
-            "binds_ro": [os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)],
-            "mask_dirs": list(lim.mask_dirs),
-            "rlimits": {
-                "AS": memory_mb << 20,
-                "CPU": int(timeout_s) + 1,
-                "NPROC": lim.max_processes,
-                "FSIZE": lim.max_file_mb << 20,
-                "NOFILE": lim.max_open_files,
-                "CORE": 0,
-            },
-        }
-        with open(run_dir / "stdin", "rb") as fin, open(run_dir / "stdout", "wb") as fout, \
-                open(run_dir / "stderr", "wb") as ferr:
-            t0 = time.monotonic()
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", os.path.abspath(__file__), "--launch", json.dumps(config)],
-                stdin=fin, stdout=fout, stderr=ferr, start_new_session=True, close_fds=True,
-            )
-            timed_out = False
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            _kill_all(proc, uid)
-            wall = time.monotonic() - t0
-        out, out_cut = _read_capped(run_dir / "stdout", lim.max_output_bytes)
-        err, err_cut = _read_capped(run_dir / "stderr", lim.max_output_bytes)
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    rc = proc.returncode
-    if rc == SETUP_FAILED and err.startswith(_SETUP_MARK):
-        raise RuntimeError(err.strip())
-    return SandboxResult(_status(rc, err, timed_out), out, err, rc, wall, out_cut or err_cut)
-
-
-def _write_files(scratch: Path, files: dict[str, str | bytes], uid: int) -> None:
-    root = scratch.resolve()
-    for name, content in files.items():
-        path = (scratch / name).resolve()
-        if root not in path.parents:
-            raise ValueError(f"sandbox file {name!r} is outside the scratch directory")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content.encode() if isinstance(content, str) else content)
-        for p in [path, *path.parents]:
-            if p == root:
-                break
-            os.chown(p, uid, uid)
-
-
-def _kill_all(proc: subprocess.Popen, uid: int) -> None:
-    """Kill the process group, reap the launcher, then everything else the run's uid still owns."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-    # kill(-1) made as the run's uid reaches exactly that uid's processes (escaped sessions, double
-    # forks); the kernel walks the task list under a lock, so a fork bomb cannot outrun one pass
-    # (a second pass, in case the first raced a process that was mid-exec)
-    subprocess.run(["/bin/sh", "-c", "kill -9 -1; kill -9 -1"], user=uid, group=uid, extra_groups=[],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
-    deadline = time.monotonic() + 5.0
-    while live_processes(uid) and time.monotonic() < deadline:  # SIGKILL lands asynchronously
-        time.sleep(0.01)
-
-
-def live_processes(uid: int) -> list[int]:
-    """Pids of processes owned by ``uid`` that are not zombies (a zombie holds nothing but its pid)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status") as f:
-                status = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
-        except OSError:
-            continue
-        if int(status["Uid"].split()[0]) == uid and not status["State"].strip().startswith(("Z", "X")):
-            pids.append(int(entry))
-    return pids
-
-
-def _read_capped(path: Path, cap: int) -> tuple[str, bool]:
-    with open(path, "rb") as f:
-        data = f.read(cap + 1)
-    return data[:cap].decode("utf-8", errors="replace"), len(data) > cap
-
-
-def _status(rc: int | None, stderr: str, timed_out: bool) -> str:
-    if timed_out or rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
-        return "timeout"
-    if rc != 0 and any(m in stderr for m in ("MemoryError", "Cannot allocate memory", "bad_alloc")):
-        return "memory"
-    if rc is not None and rc < 0:
-        return "killed"
-    return "ok" if rc == 0 else "error"
-
 
 # ---------------------------------------------------------------------------------------------
-# The launcher: runs as root in the new session, confines itself, then execs the program.
+# The launcher comes first: run as a script, this file confines itself and execs the program
+# before the rest of the module (and its imports) is even read.
 
+SETUP_FAILED = 125  # launcher exit code when confinement itself failed (never the program's fault)
+_SETUP_MARK = "sandbox setup failed:"
 _CLONE_NEWNS = 0x00020000
 _CLONE_NEWNET = 0x40000000
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = (
@@ -280,8 +96,213 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--launch"]:
         sys.stderr.write(f"{_SETUP_MARK} {type(exc).__name__}: {exc}\n")
         sys.exit(SETUP_FAILED)
     try:
-        os.execve(cfg["argv"][0] if os.path.isabs(cfg["argv"][0]) else shutil.which(
-            cfg["argv"][0], path=cfg["env"]["PATH"]) or cfg["argv"][0], cfg["argv"], cfg["env"])
+        os.execve(cfg["exe"], cfg["argv"], cfg["env"])
     except OSError as exc:
         sys.stderr.write(f"cannot run {cfg['argv'][0]!r}: {exc}\n")
         sys.exit(127)
+
+# ---------------------------------------------------------------------------------------------
+# The caller's side.
+
+import secrets  # noqa: E402  (after the launcher on purpose, see above)
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def load_params(section: str, path: str | Path | None = None) -> dict:
+    """The top-level ``section`` of params.yaml (``sandbox``, ``math``, ``code``, ``swe``); {} if absent."""
+    import yaml
+
+    with open(path or PARAMS_FILE) as f:
+        return (yaml.safe_load(f) or {}).get(section) or {}
+
+
+@dataclass
+class SandboxResult:
+    status: str  # ok | timeout | memory | error | killed
+    stdout: str
+    stderr: str
+    returncode: int | None
+    wall_s: float
+    truncated: bool = False  # stdout or stderr was longer than max_output_bytes
+
+
+@dataclass
+class Limits:
+    """Per-run limits; defaults match params.yaml's ``sandbox:`` section."""
+
+    timeout_s: float = 10.0
+    memory_mb: int = 512
+    max_processes: int = 32
+    max_file_mb: int = 16
+    max_open_files: int = 256
+    max_output_bytes: int = 65536
+    uid_base: int = 200000
+    uid_count: int = 800000
+    mask_dirs: tuple[str, ...] = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/root", "/home")
+
+    @classmethod
+    def from_params(cls, path: str | Path | None = None, **overrides) -> "Limits":
+        p = {k: v for k, v in load_params("sandbox", path).items() if k in cls.__dataclass_fields__}
+        if "mask_dirs" in p:
+            p["mask_dirs"] = tuple(p["mask_dirs"])
+        p.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**p)
+
+
+def run(code: str, *, stdin: str = "", files: dict[str, str | bytes] | None = None,
+        timeout_s: float | None = None, memory_mb: int | None = None,
+        limits: Limits | None = None) -> SandboxResult:
+    """Run Python source ``code`` as ``main.py`` in a fresh scratch directory holding ``files``.
+
+    The interpreter is this one, started without ``site`` (``-S``): the standard library and the
+    scratch directory are importable, installed packages are not (and startup is 4x faster).
+    """
+    files = dict(files or {})
+    files["main.py"] = code
+    return run_command([sys.executable, "-E", "-s", "-S", "-B", "main.py"], stdin=stdin, files=files,
+                       timeout_s=timeout_s, memory_mb=memory_mb, limits=limits)
+
+
+def run_command(argv: list[str], *, stdin: str = "", files: dict[str, str | bytes] | None = None,
+                timeout_s: float | None = None, memory_mb: int | None = None,
+                env: dict[str, str] | None = None, limits: Limits | None = None) -> SandboxResult:
+    """Run ``argv`` confined, with cwd a fresh scratch directory holding ``files`` (relative paths).
+
+    ``timeout_s`` / ``memory_mb`` override ``limits`` (default: params.yaml's ``sandbox:``). Raises
+    RuntimeError when the confinement itself cannot be set up (not root, no namespaces).
+    """
+    lim = limits or Limits.from_params()
+    timeout_s = lim.timeout_s if timeout_s is None else timeout_s
+    memory_mb = lim.memory_mb if memory_mb is None else memory_mb
+    if os.geteuid() != 0:
+        raise RuntimeError("the local sandbox needs root (namespaces, a fresh uid); use tasks.sandbox_docker")
+    uid = lim.uid_base + secrets.randbelow(lim.uid_count)
+    run_dir = Path(tempfile.mkdtemp(prefix="m1-sandbox-"))  # 0700 root: outputs live beside scratch
+    scratch = run_dir / "scratch"
+    scratch.mkdir()
+    try:
+        _write_files(scratch, files or {}, uid)
+        os.chown(scratch, uid, uid)
+        (run_dir / "stdin").write_bytes(stdin.encode())
+        child_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch), "TMPDIR": str(scratch),
+                     "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8", **(env or {})}
+        exe = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=child_env["PATH"]) or argv[0]
+        config = {
+            "uid": uid, "argv": list(argv), "exe": exe, "scratch": str(scratch), "env": child_env,
+            "binds_ro": [os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)],
+            "mask_dirs": list(lim.mask_dirs),
+            "rlimits": {
+                "AS": memory_mb << 20,
+                "CPU": int(timeout_s) + 1,
+                "NPROC": lim.max_processes,
+                "FSIZE": lim.max_file_mb << 20,
+                "NOFILE": lim.max_open_files,
+                "CORE": 0,
+            },
+        }
+        with open(run_dir / "stdin", "rb") as fin, open(run_dir / "stdout", "wb") as fout, \
+                open(run_dir / "stderr", "wb") as ferr:
+            t0 = time.monotonic()
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", os.path.abspath(__file__), "--launch", json.dumps(config)],
+                stdin=fin, stdout=fout, stderr=ferr, start_new_session=True, close_fds=True,
+            )
+            timed_out = not _wait_exit(proc, timeout_s)
+            _kill_all(proc, uid)
+            wall = time.monotonic() - t0
+        out, out_cut = _read_capped(run_dir / "stdout", lim.max_output_bytes)
+        err, err_cut = _read_capped(run_dir / "stderr", lim.max_output_bytes)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    rc = proc.returncode
+    if rc == SETUP_FAILED and err.startswith(_SETUP_MARK):
+        raise RuntimeError(err.strip())
+    return SandboxResult(_status(rc, err, timed_out), out, err, rc, wall, out_cut or err_cut)
+
+
+def _write_files(scratch: Path, files: dict[str, str | bytes], uid: int) -> None:
+    root = scratch.resolve()
+    for name, content in files.items():
+        path = (scratch / name).resolve()
+        if root not in path.parents:
+            raise ValueError(f"sandbox file {name!r} is outside the scratch directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        for p in [path, *path.parents]:
+            if p == root:
+                break
+            os.chown(p, uid, uid)
+
+
+def _wait_exit(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Whether the process exited within ``timeout_s``; a pidfd wakes us at once (Popen.wait polls)."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except OSError:  # kernels before 5.3
+        try:
+            proc.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        return bool(select.select([fd], [], [], timeout_s)[0])
+    finally:
+        os.close(fd)
+
+
+def _kill_all(proc: subprocess.Popen, uid: int) -> None:
+    """Kill the process group, reap the launcher, then everything else the run's uid still owns."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    # kill(-1) made as the run's uid reaches exactly that uid's processes (escaped sessions, double
+    # forks); the kernel walks the task list under a lock, so a fork bomb cannot outrun one pass
+    # (a second pass, in case the first raced a process that was mid-exec)
+    subprocess.run(["/bin/sh", "-c", "kill -9 -1; kill -9 -1"], user=uid, group=uid, extra_groups=[],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
+    deadline = time.monotonic() + 5.0
+    while live_processes(uid) and time.monotonic() < deadline:  # SIGKILL lands asynchronously
+        time.sleep(0.002)
+
+
+def live_processes(uid: int) -> list[int]:
+    """Pids of processes owned by ``uid`` that are not zombies (a zombie holds nothing but its pid)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                status = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+        except OSError:
+            continue
+        if int(status["Uid"].split()[0]) == uid and not status["State"].strip().startswith(("Z", "X")):
+            pids.append(int(entry))
+    return pids
+
+
+def _read_capped(path: Path, cap: int) -> tuple[str, bool]:
+    with open(path, "rb") as f:
+        data = f.read(cap + 1)
+    return data[:cap].decode("utf-8", errors="replace"), len(data) > cap
+
+
+def _status(rc: int | None, stderr: str, timed_out: bool) -> str:
+    if timed_out or rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+        return "timeout"
+    if rc != 0 and any(m in stderr for m in ("MemoryError", "Cannot allocate memory", "bad_alloc")):
+        return "memory"
+    if rc is not None and rc < 0:
+        return "killed"
+    return "ok" if rc == 0 else "error"
