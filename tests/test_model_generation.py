@@ -1,0 +1,158 @@
+"""Generation: incremental decoding equals a full forward pass; sampling, stop and truncation rules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from model import M1Config, M1ForCausalLM
+from model.generation import SamplingParams, TorchEngine, load_sampling_params, sample
+from model.logprobs import token_logprobs
+
+
+@pytest.fixture(scope="module")
+def m1():
+    torch.manual_seed(0)
+    # partial RoPE (as the real M1) and short lightning blocks so prefill crosses block borders
+    return M1ForCausalLM(M1Config.preset("tiny", rotary_dim=16, block_size=4)).eval()
+
+
+def test_incremental_decoding_equals_full_forward(m1):
+    ids = torch.randint(0, 1024, (3, 19))
+    mask = torch.ones_like(ids)
+    mask[0, :5] = 0  # left padding on row 0
+    mask[2, :2] = 0
+    with torch.no_grad():
+        full = m1(ids, attention_mask=mask).logits  # [B, T, V]
+        out = m1(ids[:, :9], attention_mask=mask[:, :9], use_cache=True)
+        steps = [out.logits]
+        cache = out.cache
+        for t in range(9, 19):
+            out = m1(ids[:, t:t + 1], cache=cache, use_cache=True)
+            cache = out.cache
+            steps.append(out.logits)
+    inc = torch.cat(steps, dim=1)
+    real = mask.bool()
+    assert (inc - full)[real].abs().max().item() < 1e-4
+
+
+def _check_logprobs_match(model, prompts, out):
+    for p, toks, lps in zip(prompts, out.tokens, out.logprobs):
+        with torch.no_grad():
+            ref = token_logprobs(model, torch.tensor([p + toks]))[0][0, len(p):]
+        assert torch.allclose(ref, torch.tensor(lps), atol=1e-4)
+
+
+def test_generated_logprobs_match_training_path_m1(m1):
+    prompts = [[5, 6, 7], list(range(1, 14)), [9]]
+    g = torch.Generator().manual_seed(1)
+    out = TorchEngine(m1).generate(prompts, SamplingParams(max_new_tokens=12), g)
+    assert out.finish_reasons == ["length"] * 3 and all(len(t) == 12 for t in out.tokens)
+    _check_logprobs_match(m1, prompts, out)
+
+
+def test_generated_logprobs_match_training_path_hf_llama():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2)
+    hf = transformers.LlamaForCausalLM(cfg).eval()
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10]]
+    out = TorchEngine(hf).generate(prompts, SamplingParams(max_new_tokens=8), torch.Generator().manual_seed(0))
+    _check_logprobs_match(hf, prompts, out)
+
+
+def test_batch_rows_decode_as_if_alone(m1):
+    prompts = [[3, 4, 5, 6, 7, 8], [11, 12]]
+    params = SamplingParams(max_new_tokens=6, temperature=0)
+    both = TorchEngine(m1).generate(prompts, params)
+    for i, p in enumerate(prompts):
+        alone = TorchEngine(m1).generate([p], params)
+        assert alone.tokens[0] == both.tokens[i]
+
+
+def _reference_run(m1, n=40):
+    out = TorchEngine(m1).generate([[7, 8, 9]], SamplingParams(max_new_tokens=n, repetition_n=10**6),
+                                   torch.Generator().manual_seed(3))
+    return out.tokens[0], out.logprobs[0]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_repetition_truncation_fires_at_the_nth_confident_token(m1, n):
+    toks, lps = _reference_run(m1)
+    probs = sorted({math.exp(lp) for lp in lps})
+    k = len(probs) // 3
+    p = (probs[k] + probs[k + 1]) / 2  # about two thirds of tokens are "confident"; no token sits at p
+    streak, expected = 0, None
+    for i, lp in enumerate(lps):
+        streak = streak + 1 if math.exp(lp) > p else 0
+        if streak == n:
+            expected = i + 1
+            break
+    assert expected is not None
+    out = TorchEngine(m1).generate([[7, 8, 9]], SamplingParams(max_new_tokens=40, repetition_n=n, repetition_p=p),
+                                   torch.Generator().manual_seed(3))
+    assert out.finish_reasons == ["repetition"]
+    assert out.tokens[0] == toks[:expected]
+
+
+def test_stop_token_ends_with_eos_and_is_kept(m1):
+    toks, _ = _reference_run(m1)
+    k = 5
+    stop = toks[k]
+    first = toks.index(stop)
+    out = TorchEngine(m1).generate([[7, 8, 9]], SamplingParams(max_new_tokens=40, stop_token_ids=(stop,)),
+                                   torch.Generator().manual_seed(3))
+    assert out.finish_reasons == ["eos"] and out.tokens[0] == toks[: first + 1]
+
+
+def test_finished_rows_leave_the_batch_and_others_continue(m1):
+    toks, _ = _reference_run(m1)
+    stop = toks[0]
+    prompts = [[7, 8, 9], [1, 2]]
+    out = TorchEngine(m1).generate(prompts, SamplingParams(max_new_tokens=10, stop_token_ids=(stop,), temperature=0))
+    greedy = TorchEngine(m1).generate([[1, 2]], SamplingParams(max_new_tokens=10, stop_token_ids=(stop,), temperature=0))
+    assert out.tokens[1] == greedy.tokens[0] and out.finish_reasons[1] == greedy.finish_reasons[0]
+
+
+def test_sampling_truncation_rules():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    g = torch.Generator().manual_seed(0)
+    seen_k = {sample(logits, SamplingParams(top_k=2), g)[0].item() for _ in range(200)}
+    assert seen_k == {0, 1}
+    seen_p = {sample(logits, SamplingParams(top_p=0.8), g)[0].item() for _ in range(200)}
+    assert seen_p == {0, 1}  # 0.5 < 0.8 needs the second token, 0.8 reached: stop
+    seen_p = {sample(logits, SamplingParams(top_p=0.81), g)[0].item() for _ in range(300)}
+    assert seen_p == {0, 1, 2}
+    tok, lp = sample(logits, SamplingParams(temperature=2.0, top_k=1), g)
+    tempered = torch.log_softmax(logits / 2.0, dim=-1)
+    assert tok.item() == 0 and abs(lp.item() - tempered[0, 0].item()) < 1e-6  # log-prob before truncation
+
+
+def test_sampling_params_validation_and_params_yaml(tmp_path):
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=0.0)
+    path = tmp_path / "params.yaml"
+    path.write_text("generation:\n  temperature: 1.0\n  top_p: 0.95\n  repetition_n: 3000\n  repetition_p: 0.99\n")
+    assert load_sampling_params(path).top_p == 0.95
+    path.write_text("generation:\n  top_q: 1\n")
+    with pytest.raises(ValueError, match="top_q"):
+        load_sampling_params(path)
+
+
+def test_token_logprobs_padding_and_gradient(m1):
+    model = M1ForCausalLM(M1Config.preset("tiny"))
+    ids = torch.randint(0, 1024, (2, 10))
+    lp, ent = token_logprobs(model, ids)
+    full = torch.log_softmax(model(ids).logits.float(), dim=-1)
+    ref = full[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
+    assert torch.allclose(lp[:, 1:], ref, atol=1e-5) and (lp[:, 0] == 0).all()
+    assert torch.allclose(ent[:, 1:], -(full.exp() * full).sum(-1)[:, :-1], atol=1e-4)
+    lp.sum().backward()
+    assert model.lm_head.weight.grad is not None and model.model.embed_tokens.weight.grad.abs().sum() > 0
+    padded = torch.cat((torch.zeros(1, 3, dtype=torch.long), ids[:1]), dim=1)  # left padding
+    mask = torch.cat((torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 10, dtype=torch.long)), dim=1)
+    with torch.no_grad():
+        lp_pad, _ = token_logprobs(model, padded, mask)
+    assert torch.allclose(lp_pad[0, 3:], lp[0].detach(), atol=1e-5) and (lp_pad[0, :4] == 0).all()
