@@ -65,6 +65,9 @@ class LightningAttention(nn.Module):
         self.output_gate = nn.Linear(cfg.hidden_size, H * D, bias=False)
         self.out_proj = nn.Linear(H * D, cfg.hidden_size, bias=False)
         self.norm = RMSNorm(H * D, LIGHTNING_NORM_EPS)
+        # the Triton kernels tile head dims that are powers of two >= 16; "auto" uses the reference otherwise
+        pow2 = D >= 16 and D & (D - 1) == 0
+        self.backend = "reference" if cfg.kernel_backend == "auto" and not pow2 else cfg.kernel_backend
         self.register_buffer("decay", lightning_decay(layer_idx, cfg.num_hidden_layers, H), persistent=False)
 
     def forward(self, x, token_mask, state, use_cache):
@@ -75,7 +78,7 @@ class LightningAttention(nn.Module):
             qkv = qkv * token_mask[:, :, None].to(qkv.dtype)
         # transformers' layout: per head [q | k | v], not [all q | all k | all v]
         q, k, v = qkv.view(B, T, H, 3 * D).split(D, dim=-1)  # each [B, T, H, D]
-        backend = self.cfg.kernel_backend
+        backend = self.backend
         if backend == "recurrent":
             o, state = lightning_attn_recurrent(q, k, v, self.decay, state)
         elif T == 1 and state is not None:
