@@ -16,7 +16,8 @@ from tasks.synlogic import TASKS
 from tasks.synlogic.arithmetic_games import evaluate_expression
 from tasks.synlogic.base import SynLogicTask, canon, parse_coords, parse_int_grid
 from tasks.synlogic.puzzles_grid import _has_perfect_matching, _runs
-from tasks.synlogic.puzzles_latin import _visible, count_sudoku_solutions
+from tasks.synlogic.puzzles_latin import (_cage_partial, _skyline_constraints, _visible,
+                                          count_sudoku_solutions, latin_solutions)
 
 SYNLOGIC = sorted(name for name, task in TASKS.items() if isinstance(task, SynLogicTask))
 
@@ -64,11 +65,12 @@ def test_reference_verifies_and_corruptions_fail(name):
 @pytest.mark.parametrize("name", SYNLOGIC)
 def test_generation_is_seeded(name):
     task = TASKS[name]
-    hi = task.difficulty_range[1]
-    first = task.generate(4, seed=3, difficulty=hi)
-    assert first == task.generate(4, seed=3, difficulty=hi)
-    assert task.generate(2, seed=3, difficulty=hi) == first[:2]
-    assert [it["question"] for it in first] != [it["question"] for it in task.generate(4, 4, hi)]
+    lo, hi = task.difficulty_range
+    mid = (lo + hi) // 2
+    first = task.generate(4, seed=3, difficulty=mid)
+    assert first == task.generate(4, seed=3, difficulty=mid)
+    assert task.generate(2, seed=3, difficulty=mid) == first[:2]
+    assert [it["question"] for it in first] != [it["question"] for it in task.generate(4, 4, mid)]
     assert len({it["id"] for it in first}) == 4
     with pytest.raises(ValueError, match=name):
         task.generate(1, seed=0, difficulty=hi + 1)
@@ -107,6 +109,26 @@ def test_sudoku_puzzles_have_one_solution():
         for r, c, v in item["metadata"]["givens"]:
             puzzle[r][c] = v
         assert count_sudoku_solutions(puzzle, a, b) == 1
+
+
+def test_latin_puzzles_have_one_solution():
+    less = lambda v: not v[0] or not v[1] or v[0] < v[1]  # noqa: E731
+    assert len(latin_solutions(4, {}, [], limit=1000, budget=10**6)) == 576  # Latin squares of order 4
+    assert len(latin_solutions(4, {}, [([(0, 0), (0, 1)], less)], limit=1000, budget=10**6)) == 288
+    for name in ("futoshiki", "skyscraper", "calcudoku"):
+        for item in TASKS[name].generate(2, seed=5, difficulty=4):
+            meta = item["metadata"]
+            n = meta["n"]
+            if name == "futoshiki":
+                constraints = [([(a, b), (c, d)], less) for a, b, c, d in meta["ineqs"]]
+            elif name == "skyscraper":
+                constraints = _skyline_constraints(n, meta["clues"])
+            else:
+                constraints = [([tuple(x) for x in cage["cells"]], _cage_partial(cage["op"], cage["target"]))
+                               for cage in meta["cages"]]
+            givens = {(r, c): v for r, c, v in meta["givens"]}
+            sols = latin_solutions(n, givens, constraints, limit=3, budget=10**6)
+            assert sols == [parse_int_grid(item["answer"], n, n)], name
 
 
 def test_game_of_24_evaluates_safely():

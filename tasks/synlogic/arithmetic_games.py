@@ -81,7 +81,10 @@ class GameOf24(SynLogicTask):
                 expr = _solve([(Fraction(v), str(v)) for v in numbers], Fraction(24))
             else:
                 expr = self._build(rng, [str(v) for v in numbers])
-                value, _ = evaluate_expression(expr)
+                try:
+                    value, _ = evaluate_expression(expr)
+                except ZeroDivisionError:
+                    continue
                 target = int(value) if value.denominator == 1 else 0
             if expr and 1 <= target <= most:
                 break

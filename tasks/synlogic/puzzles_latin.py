@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from math import prod
+from typing import Callable
 
 from tasks.base import register
 from tasks.synlogic.base import (ANSWER_TAGS, SynLogicTask, format_grid, is_latin, level,
@@ -28,6 +29,97 @@ def _givens_kept(grid: list[list[int]], givens: list[list[int]]) -> bool:
 def _hide(rng: random.Random, n_rows: int, n_cols: int, count: int) -> set[tuple[int, int]]:
     cells = [(r, c) for r in range(n_rows) for c in range(n_cols)]
     return set(rng.sample(cells, min(count, len(cells))))
+
+
+Constraint = tuple[list[tuple[int, int]], Callable[[list[int]], bool]]
+
+
+def latin_solutions(n: int, givens: dict[tuple[int, int], int], constraints: list[Constraint],
+                    limit: int = 2, budget: int = 2000) -> list[list[list[int]]] | None:
+    """Up to ``limit`` Latin squares on 1..n that extend ``givens`` and satisfy ``constraints``;
+    None when the search visits more than ``budget`` nodes first.
+
+    A constraint is ``(cells, ok)``: ``ok`` gets the cells' values (0 = still empty) and must say
+    False only when they cannot be completed, and exactly whether they hold once all are filled.
+    The search fills the blank with the fewest candidates left by its row, column and constraints.
+    """
+    grid = [[0] * n for _ in range(n)]
+    rows, cols = [0] * n, [0] * n
+    touching: dict[tuple[int, int], list[Constraint]] = {}
+    for cells, ok in constraints:
+        for cell in cells:
+            touching.setdefault(cell, []).append((cells, ok))
+    for (r, c), v in givens.items():
+        grid[r][c] = v
+        rows[r] |= 1 << (v - 1)
+        cols[c] |= 1 << (v - 1)
+    if not all(ok([grid[r][c] for r, c in cells]) for cells, ok in constraints):
+        return []
+    full = (1 << n) - 1
+    found: list[list[list[int]]] = []
+    nodes = 0
+
+    def search(blanks):
+        nonlocal nodes
+        nodes += 1
+        if not blanks:
+            found.append([row[:] for row in grid])
+            return
+        best, best_mask, best_k = 0, 0, n + 1
+        for i, (r, c) in enumerate(blanks):
+            mask = full & ~(rows[r] | cols[c])
+            for bit in _bits(mask) if (r, c) in touching else ():
+                grid[r][c] = bit.bit_length()
+                if not all(ok([grid[rr][cc] for rr, cc in cells]) for cells, ok in touching[(r, c)]):
+                    mask ^= bit
+            grid[r][c] = 0
+            if mask.bit_count() < best_k:
+                best, best_mask, best_k = i, mask, mask.bit_count()
+                if best_k <= 1:
+                    break
+        r, c = blanks[best]
+        rest = blanks[:best] + blanks[best + 1:]
+        while best_mask and len(found) < limit and nodes <= budget:
+            bit = best_mask & -best_mask
+            best_mask ^= bit
+            grid[r][c] = bit.bit_length()
+            rows[r] |= bit
+            cols[c] |= bit
+            search(rest)
+            rows[r] ^= bit
+            cols[c] ^= bit
+            grid[r][c] = 0
+
+    search([(r, c) for r in range(n) for c in range(n) if (r, c) not in givens])
+    return None if nodes > budget else found
+
+
+def _bits(mask: int) -> list[int]:
+    out = []
+    while mask:
+        out.append(mask & -mask)
+        mask ^= out[-1]
+    return out
+
+
+def reveal_until_unique(rng: random.Random, grid: list[list[int]], shown: set[tuple[int, int]],
+                        constraints: list[Constraint]) -> set[tuple[int, int]]:
+    """Reveal cells of the solution ``grid`` until the puzzle has exactly one solution.
+
+    While a second solution exists, one cell where it differs from ``grid`` is revealed, which
+    rules it out; when the search runs past its budget a random cell is revealed instead.
+    """
+    n = len(grid)
+    shown = set(shown)
+    while len(shown) < n * n:
+        sols = latin_solutions(n, {(r, c): grid[r][c] for r, c in shown}, constraints)
+        if sols is not None and len(sols) == 1:
+            break
+        other = next((s for s in sols or [] if s != grid), None)
+        pool = [(r, c) for r in range(n) for c in range(n) if (r, c) not in shown
+                and (other is None or other[r][c] != grid[r][c])]
+        shown.add(rng.choice(sorted(pool)))
+    return shown
 
 
 def count_sudoku_solutions(puzzle: list[list[int]], a: int, b: int, limit: int = 2) -> int:
@@ -139,8 +231,8 @@ class Futoshiki(SynLogicTask):
     name = "futoshiki"
     any_valid = True
     difficulty_range = (1, 5)
-    knobs = "grid 4-7, inequality count, revealed cells"
-    _levels = [(4, 6, 6), (5, 8, 6), (5, 7, 3), (6, 10, 4), (7, 12, 4)]
+    knobs = "grid 4-7, inequalities 6-24, revealed cells 2-4 (more revealed until unique)"
+    _levels = [(4, 6, 4), (5, 10, 4), (5, 14, 2), (6, 18, 3), (7, 24, 3)]
 
     def make(self, rng, difficulty):
         n, n_ineq, n_givens = level(difficulty, self._levels)
@@ -152,7 +244,9 @@ class Futoshiki(SynLogicTask):
             if grid[r1][c1] > grid[r2][c2]:
                 (r1, c1), (r2, c2) = (r2, c2), (r1, c1)
             ineqs.append([r1, c1, r2, c2])  # cell 1 < cell 2
-        shown = _hide(rng, n, n, n_givens)
+        less = lambda v: not v[0] or not v[1] or v[0] < v[1]  # noqa: E731
+        constraints = [([(r1, c1), (r2, c2)], less) for r1, c1, r2, c2 in ineqs]
+        shown = reveal_until_unique(rng, grid, _hide(rng, n, n, n_givens), constraints)
         givens = [[r, c, grid[r][c]] for r, c in sorted(shown)]
         hidden = {(r, c) for r in range(n) for c in range(n)} - shown
         lines = "\n".join(f"({r1 + 1},{c1 + 1}) < ({r2 + 1},{c2 + 1})" for r1, c1, r2, c2 in ineqs)
@@ -186,11 +280,34 @@ def _skyline_clues(grid: list[list[int]]) -> dict[str, list[int]]:
             "left": [_visible(row) for row in grid], "right": [_visible(row[::-1]) for row in grid]}
 
 
+def _skyline_constraints(n: int, clues: dict[str, list[int]]) -> list[Constraint]:
+    """Each edge clue as a solver constraint over its line, cells ordered from that edge."""
+    def visible_ok(k):
+        def ok(line):
+            seen = top = 0
+            for h in line:
+                if not h:  # the rest adds at most one visible building per height above top
+                    return seen <= k <= seen + n - top
+                if h > top:
+                    seen, top = seen + 1, h
+                if top == n:  # nothing behind the tallest is visible
+                    return seen == k
+            return seen == k
+        return ok
+
+    out = []
+    for i in range(n):
+        lines = {"top": [(r, i) for r in range(n)], "left": [(i, c) for c in range(n)]}
+        lines["bottom"], lines["right"] = lines["top"][::-1], lines["left"][::-1]
+        out += [(cells, visible_ok(clues[side][i])) for side, cells in lines.items() if clues[side][i]]
+    return out
+
+
 class Skyscraper(SynLogicTask):
     name = "skyscraper"
     any_valid = True
     difficulty_range = (1, 5)
-    knobs = "grid 3-6 and the share of edge clues hidden"
+    knobs = "grid 3-6 and the share of edge clues hidden (cells revealed until unique)"
     _levels = [(3, 0.0), (4, 0.0), (4, 0.25), (5, 0.25), (6, 0.3)]
 
     def make(self, rng, difficulty):
@@ -198,6 +315,11 @@ class Skyscraper(SynLogicTask):
         grid = random_latin_square(rng, n)
         clues = {side: [v if rng.random() >= drop else 0 for v in vals]
                  for side, vals in _skyline_clues(grid).items()}
+        shown = reveal_until_unique(rng, grid, set(), _skyline_constraints(n, clues))
+        givens = [[r, c, grid[r][c]] for r, c in sorted(shown)]
+        hidden = {(r, c) for r in range(n) for c in range(n)} - shown
+        given_text = (f"Some heights are given ('.' is open):\n{format_grid(_masked(grid, hidden))}\n"
+                      if shown else "")
         fmt = lambda vals: " ".join(str(v) if v else "-" for v in vals)  # noqa: E731
         question = (f"Skyscraper puzzle: place buildings of heights 1-{n} in a {n}x{n} grid, each "
                     f"height once per row and column. A clue says how many buildings are visible "
@@ -205,10 +327,10 @@ class Skyscraper(SynLogicTask):
                     f"Top (columns left to right): {fmt(clues['top'])}\n"
                     f"Bottom (columns left to right): {fmt(clues['bottom'])}\n"
                     f"Left (rows top to bottom): {fmt(clues['left'])}\n"
-                    f"Right (rows top to bottom): {fmt(clues['right'])}\n"
+                    f"Right (rows top to bottom): {fmt(clues['right'])}\n{given_text}"
                     f"Answer with the grid of heights, one row per line, separated by spaces. "
                     f"{ANSWER_TAGS}")
-        return question, format_grid(grid), {"n": n, "clues": clues}
+        return question, format_grid(grid), {"n": n, "clues": clues, "givens": givens}
 
     def check(self, item, answer):
         meta = item["metadata"]
@@ -217,7 +339,8 @@ class Skyscraper(SynLogicTask):
             return 0.0
         seen = _skyline_clues(grid)
         return float(all(want in (0, got) for side, vals in meta["clues"].items()
-                         for want, got in zip(vals, seen[side])))
+                         for want, got in zip(vals, seen[side]))
+                     and _givens_kept(grid, meta["givens"]))
 
 
 def _cage_ok(values: list[int], op: str, target: int) -> bool:
@@ -233,11 +356,23 @@ def _cage_ok(values: list[int], op: str, target: int) -> bool:
     return len(values) == 2 and hi == lo * target  # "/"
 
 
+def _cage_partial(op: str, target: int) -> Callable[[list[int]], bool]:
+    """A cage as a solver constraint: exact once full, a bound on + and * while filling."""
+    def ok(values):
+        got = [v for v in values if v]
+        if len(got) == len(values):
+            return _cage_ok(values, op, target)
+        if op == "+":
+            return sum(got) + len(values) - len(got) <= target  # each open cell adds at least 1
+        return op != "*" or target % prod(got) == 0
+    return ok
+
+
 class Calcudoku(SynLogicTask):
     name = "calcudoku"
     any_valid = True
     difficulty_range = (1, 5)
-    knobs = "grid 3-6 and the largest cage size"
+    knobs = "grid 3-6 and the largest cage size (cells revealed until unique)"
     _levels = [(3, 2), (4, 2), (4, 3), (5, 3), (6, 4)]
 
     def make(self, rng, difficulty):
@@ -258,6 +393,13 @@ class Calcudoku(SynLogicTask):
             else:
                 op, target = "+", sum(vals)
             spec.append({"cells": [[r, c] for r, c in cells], "op": op, "target": target})
+        constraints = [([tuple(cell) for cell in cage["cells"]], _cage_partial(cage["op"], cage["target"]))
+                       for cage in spec]
+        shown = reveal_until_unique(rng, grid, set(), constraints)
+        givens = [[r, c, grid[r][c]] for r, c in sorted(shown)]
+        hidden = {(r, c) for r in range(n) for c in range(n)} - shown
+        given_text = (f"Some numbers are given ('.' is open):\n{format_grid(_masked(grid, hidden))}\n"
+                      if shown else "")
         lines = "\n".join(
             f"cells {' '.join(f'({r + 1},{c + 1})' for r, c in cage['cells'])}: "
             + (f"{cage['target']}" if cage["op"] == "=" else f"{cage['target']}{cage['op']}")
@@ -265,10 +407,10 @@ class Calcudoku(SynLogicTask):
         question = (f"Calcudoku: fill a {n}x{n} grid with 1-{n}, each number once per row and column. "
                     f"Each cage's numbers combine with its operation (+, -, *, /; for - and / the "
                     f"larger number comes first) to give its target; a lone number is given as is. "
-                    f"Cells are (row, column) from 1.\n{lines}\n"
+                    f"Cells are (row, column) from 1.\n{lines}\n{given_text}"
                     f"Answer with the full grid, one row per line, numbers separated by spaces. "
                     f"{ANSWER_TAGS}")
-        return question, format_grid(grid), {"n": n, "cages": spec}
+        return question, format_grid(grid), {"n": n, "cages": spec, "givens": givens}
 
     @staticmethod
     def _cages(rng, n, max_cage):
@@ -295,7 +437,7 @@ class Calcudoku(SynLogicTask):
     def check(self, item, answer):
         meta = item["metadata"]
         grid = parse_int_grid(answer, meta["n"], meta["n"])
-        return float(is_latin(grid, meta["n"]) and all(
+        return float(is_latin(grid, meta["n"]) and _givens_kept(grid, meta["givens"]) and all(
             _cage_ok([grid[r][c] for r, c in cage["cells"]], cage["op"], cage["target"])
             for cage in meta["cages"]))
 
