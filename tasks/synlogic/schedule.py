@@ -26,24 +26,31 @@ CALIBRATE_DEFAULTS: dict[str, Any] = {
     "max_new_tokens": 1024, "temperature": 1.0, "top_p": 0.95, "batch_size": 32, "seed": 0,
 }
 SCHEDULE_DEFAULTS: dict[str, Any] = {"kind": "linear", "start_step": 0, "end_step": 1000, "stages": 3}
+GENERATE_DEFAULTS: dict[str, Any] = {"items_per_task": 64, "seed": 0}
+_SECTIONS = {"calibrate": CALIBRATE_DEFAULTS, "schedule": SCHEDULE_DEFAULTS, "generate": GENERATE_DEFAULTS}
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     """The ``synlogic`` section of a params file, with the defaults filled in.
 
-    Keys: ``calibrate`` (settings of tasks.calibrate), ``schedule`` and ``difficulty``
-    (``{task: {low, high}}``).
+    Keys: ``calibrate`` (settings of tasks.calibrate), ``schedule``, ``generate`` (settings of
+    tasks.synlogic.generate) and ``difficulty`` (``{task: {low, high}}``).
     """
     raw = yaml.safe_load(Path(path).read_text()) or {}
     section = raw.get("synlogic") or {}
     if not isinstance(section, dict):
         raise ValueError(f"{path}: 'synlogic' must be a mapping")
+    out: dict[str, Any] = {"difficulty": dict(section.get("difficulty") or {})}
     for key in section:
-        if key not in ("calibrate", "schedule", "difficulty"):
+        if key not in _SECTIONS and key != "difficulty":
             raise ValueError(f"{path}: unknown key synlogic.{key}")
-    return {"calibrate": {**CALIBRATE_DEFAULTS, **(section.get("calibrate") or {})},
-            "schedule": {**SCHEDULE_DEFAULTS, **(section.get("schedule") or {})},
-            "difficulty": dict(section.get("difficulty") or {})}
+    for key, defaults in _SECTIONS.items():
+        given = section.get(key) or {}
+        unknown = set(given) - set(defaults)
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) synlogic.{key}.{sorted(unknown)}")
+        out[key] = {**defaults, **given}
+    return out
 
 
 @dataclass
