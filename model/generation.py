@@ -111,7 +111,7 @@ class TorchEngine:
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Last position's fp32 logits [B, V] (the report's FP32 LM head)."""
         if self.native:
-            return self.model.logits(hidden[:, -1]).float()
+            return self.model.head_logits(hidden[:, -1]).float()
         return F.linear(hidden[:, -1].float(), self.model.get_output_embeddings().weight.float())
 
     def _forward(self, ids, new_mask, full_mask, cache):

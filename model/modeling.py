@@ -18,6 +18,8 @@ Implements report section 2 (and MiniMax-01 section 2), layer for layer as trans
 
 Padding: the mask zeroes q, k, v of padded positions, so a lightning state stays exactly zero through
 left padding, and softmax layers never attend to padded keys; positions count real tokens only.
+Right padding is fine for a single pass (training); a cache continued after right padding would
+carry the pads' decay, so decoding pads on the left (``model.generation`` does).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 import kernels
 from kernels.lightning.reference import lightning_attn_recurrent
@@ -249,6 +252,7 @@ class M1Model(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.gradient_checkpointing = False
 
     def forward(self, input_ids, attention_mask=None, cache=None, use_cache=False, position_ids=None):
         """Returns (hidden [B, T, d], new cache or None, router logits per layer)."""
@@ -273,7 +277,11 @@ class M1Model(nn.Module):
         presents, router_logits = [], []
         for i, layer in enumerate(self.layers):
             past = None if cache is None else cache.layers[i]
-            x, present, logits = layer(x, token_mask, rope, attn_mask, past, use_cache)
+            args = (x, token_mask, rope, attn_mask, past, use_cache)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x, present, logits = checkpoint(layer, *args, use_reentrant=False)
+            else:
+                x, present, logits = layer(*args)
             presents.append(present)
             router_logits.append(logits)
         new_cache = M1Cache(presents, key_mask, start + real.long().sum(1)) if use_cache else None
@@ -299,7 +307,16 @@ class M1ForCausalLM(nn.Module):
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute each decoder layer in the backward pass (activation memory of one layer)."""
+        self.model.gradient_checkpointing = True
+
+    def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM head; fp32 logits when ``lm_head_fp32`` (report section 3.3)."""
         if self.config.lm_head_fp32:
             return F.linear(hidden.float(), self.lm_head.weight.float())
         return self.lm_head(hidden)
@@ -308,7 +325,7 @@ class M1ForCausalLM(nn.Module):
                 position_ids=None, logits_to_keep: int = 0) -> M1Output:
         """``logits_to_keep`` > 0 computes logits for the last that many positions only (decoding)."""
         hidden, new_cache, router_logits = self.model(input_ids, attention_mask, cache, use_cache, position_ids)
-        logits = self.logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        logits = self.head_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
         aux = load_balancing_loss(router_logits, self.config.num_experts_per_tok, attention_mask)
         loss = None
         if labels is not None:
@@ -319,7 +336,7 @@ class M1ForCausalLM(nn.Module):
         return M1Output(logits=logits, loss=loss, aux_loss=aux, cache=new_cache, hidden_states=hidden)
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+        return sum(p.numel() for p in self.parameters())  # tied weights count once
 
     def save_pretrained(self, out_dir: str | Path) -> Path:
         """Write ``config.json`` + ``model.safetensors`` that transformers' ``MiniMaxForCausalLM`` loads."""

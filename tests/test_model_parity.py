@@ -153,3 +153,15 @@ def test_training_step_reduces_loss():
         opt.step()
         losses.append(out.loss.item())
     assert losses[-1] < losses[0] - 0.5
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    cfg = M1Config.preset("tiny")
+    ids = torch.randint(0, cfg.vocab_size, (2, 24))
+    plain, ckpt = M1ForCausalLM(cfg), M1ForCausalLM(cfg)
+    ckpt.load_state_dict(plain.state_dict())
+    ckpt.gradient_checkpointing_enable()
+    plain(ids, labels=ids).loss.backward()
+    ckpt(ids, labels=ids).loss.backward()
+    for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
