@@ -1,6 +1,11 @@
 """The architecture of the M1 hybrid model in one dataclass (report section 2; MiniMax-01 section 2).
 
-Field names mirror transformers' ``MiniMaxConfig`` so a Hugging Face ``config.json`` maps one to one.
+``python -m model`` prints the parameter counts of the presets.
+
+Field names mirror transformers' ``MiniMaxConfig`` so a Hugging Face ``config.json`` maps one to one
+(``rope_parameters.rope_theta`` is ``rope_theta`` here; inference-only switches such as
+``use_cache`` and ``sliding_window`` are left out). The original MiniMax names (``attn_type_list``,
+``layernorm_*_alpha``/``beta``) are read too.
 Fields transformers has no name for: ``rotary_dim`` (the real M1 rotates 64 of 128 dims; transformers
 rotates the whole head), ``lm_head_fp32`` (report section 3.3) and ``kernel_backend``.
 """
@@ -114,6 +119,12 @@ class M1Config:
     def from_dict(cls, d: dict) -> M1Config:
         """Build from our dict or a transformers MiniMax ``config.json`` (unknown keys are ignored)."""
         d = dict(d)
+        # the original MiniMax-Text-01 / M1 config.json names (also read by vLLM)
+        if "attn_type_list" in d and not d.get("layer_types"):
+            d["layer_types"] = [FULL if t else LINEAR for t in d["attn_type_list"]]
+        for ours, theirs in _ORIGINAL_NAMES.items():
+            if theirs in d:
+                d.setdefault(ours, d[theirs])
         rope = d.pop("rope_parameters", None) or {}
         if "rope_theta" in rope:
             d.setdefault("rope_theta", rope["rope_theta"])
@@ -161,6 +172,15 @@ class M1Config:
         }
 
 
+_ORIGINAL_NAMES = {
+    "full_attn_alpha_factor": "layernorm_full_attention_alpha",
+    "full_attn_beta_factor": "layernorm_full_attention_beta",
+    "linear_attn_alpha_factor": "layernorm_linear_attention_alpha",
+    "linear_attn_beta_factor": "layernorm_linear_attention_beta",
+    "mlp_alpha_factor": "layernorm_mlp_alpha",
+    "mlp_beta_factor": "layernorm_mlp_beta",
+}
+
 PRESETS: dict[str, dict] = {
     # CPU: 8 layers (7 lightning + 1 softmax), 4 experts, about 3.5M parameters; a forward + backward
     # on [4, 128] tokens runs in a fraction of a second on one core. Vocab = the project tokenizer's.
@@ -188,3 +208,4 @@ PRESETS: dict[str, dict] = {
         mlp_alpha_factor=(2 * 80) ** 0.25,
     ),
 }
+
