@@ -208,4 +208,3 @@ PRESETS: dict[str, dict] = {
         mlp_alpha_factor=(2 * 80) ** 0.25,
     ),
 }
-

@@ -165,3 +165,12 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     ckpt(ids, labels=ids).loss.backward()
     for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
         assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+
+
+def test_original_minimax_config_names_are_read():
+    cfg = M1Config.from_dict({
+        "hidden_size": 64, "num_attention_heads": 4, "head_dim": 16, "num_key_value_heads": 2, "num_hidden_layers": 4,
+        "attn_type_list": [0, 0, 0, 1], "layernorm_mlp_alpha": 3.5, "rotary_dim": 8, "rope_theta": 1e7,
+    })
+    assert cfg.layer_types == ["linear_attention"] * 3 + ["full_attention"]
+    assert cfg.mlp_alpha_factor == 3.5 and cfg.rotary_dim == 8 and cfg.rope_theta == 1e7
