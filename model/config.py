@@ -182,7 +182,7 @@ _ORIGINAL_NAMES = {
 }
 
 PRESETS: dict[str, dict] = {
-    # CPU: 8 layers (7 lightning + 1 softmax), 4 experts, about 3.5M parameters; a forward + backward
+    # CPU: 8 layers (7 lightning + 1 softmax), 4 experts, 4.0M parameters (2.5M active); a forward + backward
     # on [4, 128] tokens runs in a fraction of a second on one core. Vocab = the project tokenizer's.
     "tiny": dict(
         vocab_size=1024, hidden_size=128, intermediate_size=256, num_hidden_layers=8,
@@ -190,7 +190,7 @@ PRESETS: dict[str, dict] = {
         num_experts_per_tok=2, block_size=64, rope_theta=10_000_000.0,
         full_attn_alpha_factor=2.0, linear_attn_alpha_factor=2.0, mlp_alpha_factor=2.0,  # (2*8)^(1/4)
     ),
-    # One H200: about 3.8B parameters (1.3B active); bf16 weights + fp32 AdamW states take about 60 GB.
+    # One H200: 3.7B parameters (1.25B active); fp32 weights, gradients and AdamW states take 59 GB.
     "small": dict(
         vocab_size=32768, hidden_size=2048, intermediate_size=4096, num_hidden_layers=16,
         num_attention_heads=16, num_key_value_heads=4, head_dim=128, num_local_experts=8,
