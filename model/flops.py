@@ -106,7 +106,9 @@ def _linear_and_attention(a: Arch, mla_absorbed: bool) -> tuple[float, float]:
     p = a.params()
     embed = a.vocab_size * a.hidden_size  # a lookup, not a product
     const = 2 * (p["active"] - embed) + a.lightning_layers * 4 * a.num_heads * a.lightning_head_dim**2
-    qk, v = (a.absorbed_qk_dim, a.absorbed_v_dim) if (mla_absorbed and a.absorbed_qk_dim) else (a.qk_head_dim, a.v_head_dim)
+    qk, v = a.qk_head_dim, a.v_head_dim
+    if mla_absorbed and a.absorbed_qk_dim:
+        qk, v = a.absorbed_qk_dim, a.absorbed_v_dim
     return const, 2 * a.softmax_layers * a.num_heads * (qk + v)
 
 
@@ -142,7 +144,7 @@ def draw_figure(out: str | Path, max_length: int = 128_000, mla_absorbed: bool =
                 label=label)
     ax.set_xlabel("Generation length (K tokens)")
     ax.set_ylabel("FLOPs (x 1e16)")
-    r64, r100 = ratio("minimax-m1", "deepseek-r1", 64_000, mla_absorbed), ratio("minimax-m1", "deepseek-r1", 100_000, mla_absorbed)
+    r64, r100 = (ratio("minimax-m1", "deepseek-r1", L, mla_absorbed) for L in (64_000, 100_000))
     ax.set_title(f"Inference FLOPs; M1/R1 = {r64:.0%} at 64K, {r100:.0%} at 100K", fontsize=9)
     ax.legend()
     ax.grid(alpha=0.3)

@@ -39,7 +39,8 @@ def token_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(input_ids[:, t] | input_ids[:, :t]) and the entropy of that distribution, both [B, T] fp32.
 
-    Position 0 (no context), padded positions and the first real token of a left-padded row are 0. Differentiable w.r.t. the model's parameters.
+    Position 0 (no context), padded positions and the first real token of a left-padded row are 0.
+    Differentiable w.r.t. the model's parameters.
     ``M1ForCausalLM`` with ``lm_head_fp32=False`` takes the logits in the model's dtype (what a bf16
     head computes); every other case goes through the fused fp32 kernel.
     """
