@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m flows.default_run
+	$(PY) -m flows.full_pipeline
 
 test: $(STAMP)
 	$(PY) -m pytest tests --ignore=tests/kernels -q

@@ -1,0 +1,15 @@
+"""Prefect flows composing the stages of ``flows.stages`` into the M1 pipeline.
+
+Tool state stays inside the project unless the caller chose otherwise: Prefect's home and result
+storage under ``.prefect/``, MLflow in ``mlflow.db`` (``mlflow ui --backend-store-uri
+sqlite:///mlflow.db`` to compare runs).
+"""
+
+import os
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("PREFECT_HOME", str(_ROOT / ".prefect"))
+os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(_ROOT / ".prefect" / "results"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{_ROOT / 'mlflow.db'}")

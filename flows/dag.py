@@ -1,0 +1,156 @@
+"""The pipeline's one DAG definition; ``dvc.yaml`` is generated from it.
+
+    python -m flows.dag --write     # regenerate dvc.yaml from STAGES
+    python -m flows.dag --check     # exit 1 if dvc.yaml has drifted
+
+Each stage is a command over files (``python -m <module> ...``) with the files it reads (code and
+data), the params.yaml keys it reads, and the files it writes. The stage list is ``flows.stages.STAGES``. The Prefect flow
+(``flows.full_pipeline``) runs the same commands in the same order, so Prefect and DVC cannot drift
+apart: a test holds ``dvc.yaml`` equal to ``to_dvc(STAGES)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One node of the DAG: ``python -m module *args``, reading ``deps`` and ``params``, writing ``outs``."""
+
+    name: str
+    module: str
+    args: tuple[str, ...]
+    deps: tuple[str, ...]
+    outs: tuple[str, ...]
+    params: tuple[str, ...] = ()
+    #: the source files and folders the stage runs (tracked by DVC as deps, hashed for resume)
+    code: tuple[str, ...] = ()
+    #: placed on a GPU worker at scale (Prefect tag "gpu"); runs on CPU at the tiny default
+    gpu: bool = False
+    description: str = ""
+
+    @property
+    def argv(self) -> list[str]:
+        return ["-m", self.module, *self.args]
+
+    @property
+    def cmd(self) -> str:
+        return " ".join(["python", *self.argv])
+
+    @property
+    def all_deps(self) -> tuple[str, ...]:
+        return (*self.code, *self.deps)
+
+
+def upstream(stage: Stage, stages: list[Stage]) -> list[str]:
+    """Names of the stages whose outputs ``stage`` reads."""
+    producers = {out: s.name for s in stages for out in s.outs}
+    names = []
+    for dep in stage.deps:
+        for out, name in producers.items():
+            if (dep == out or dep.startswith(out.rstrip("/") + "/")) and name not in names:
+                names.append(name)
+    return names
+
+
+def topological(stages: list[Stage]) -> list[Stage]:
+    """Stages ordered so each comes after every stage it reads from; a cycle is an error."""
+    by_name = {s.name: s for s in stages}
+    done: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        if name in visiting:
+            raise ValueError(f"the DAG has a cycle through stage {name!r}")
+        visiting.add(name)
+        for up in upstream(by_name[name], stages):
+            visit(up)
+        visiting.discard(name)
+        done.append(name)
+
+    for s in stages:
+        visit(s.name)
+    return [by_name[n] for n in done]
+
+
+def to_dvc(stages: list[Stage]) -> dict:
+    """The ``dvc.yaml`` document for ``stages``."""
+    out = {}
+    for s in stages:
+        entry: dict = {"cmd": s.cmd, "deps": list(s.all_deps)}
+        if s.params:
+            entry["params"] = list(s.params)
+        entry["outs"] = list(s.outs)
+        out[s.name] = entry
+    return {"stages": out}
+
+
+def _hash_path(path: Path, h: "hashlib._Hash") -> None:
+    if path.is_dir():
+        for p in sorted(path.rglob("*")):
+            if p.is_file() and "__pycache__" not in p.parts:
+                h.update(str(p.relative_to(path)).encode())
+                h.update(p.read_bytes())
+    elif path.exists():
+        h.update(path.read_bytes())
+    else:
+        h.update(b"<missing>")
+
+
+def params_values(keys: tuple[str, ...], params_file: Path) -> dict:
+    """The values of dotted ``keys`` in ``params_file``; a missing key is an error naming it."""
+    doc = yaml.safe_load(params_file.read_text()) or {}
+    values = {}
+    for key in keys:
+        node = doc
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise KeyError(f"{params_file}: stage parameter {key!r} is missing")
+            node = node[part]
+        values[key] = node
+    return values
+
+
+def fingerprint(stage: Stage, root: Path = ROOT, params_file: str = "params.yaml") -> str:
+    """A hash of everything the stage's result depends on: command, dependency files, params."""
+    h = hashlib.sha256(stage.cmd.encode())
+    for dep in stage.all_deps:
+        h.update(dep.encode())
+        _hash_path(root / dep, h)
+    h.update(json.dumps(params_values(stage.params, root / params_file), sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--write", action="store_true", help="write dvc.yaml")
+    ap.add_argument("--check", action="store_true", help="fail if dvc.yaml differs from STAGES")
+    args = ap.parse_args(argv)
+    from flows.stages import STAGES
+
+    text = "# Generated by `python -m flows.dag --write` from flows/stages.py; do not edit.\n"
+    text += yaml.safe_dump(to_dvc(topological(STAGES)), sort_keys=False, width=120)
+    path = ROOT / "dvc.yaml"
+    if args.write:
+        path.write_text(text)
+        print(f"wrote {path} ({len(STAGES)} stages)")
+    if args.check and (not path.exists() or path.read_text() != text):
+        print("dvc.yaml has drifted from flows/stages.py: run `python -m flows.dag --write`", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
