@@ -148,6 +148,9 @@ class Limits:
     uid_base: int = 200000
     uid_count: int = 800000
     mask_dirs: tuple[str, ...] = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/root", "/home")
+    backend: str = "local"  # local | docker (tasks/sandbox_docker.py, untested here)
+    docker_image: str = "python:3.11-slim"
+    docker_python: str = "python3"
 
     @classmethod
     def from_params(cls, path: str | Path | None = None, **overrides) -> "Limits":
@@ -166,10 +169,12 @@ def run(code: str, *, stdin: str = "", files: dict[str, str | bytes] | None = No
     The interpreter is this one, started without ``site`` (``-S``): the standard library and the
     scratch directory are importable, installed packages are not (and startup is 4x faster).
     """
+    lim = limits or Limits.from_params()
     files = dict(files or {})
     files["main.py"] = code
-    return run_command([sys.executable, "-E", "-s", "-S", "-B", "main.py"], stdin=stdin, files=files,
-                       timeout_s=timeout_s, memory_mb=memory_mb, limits=limits)
+    python = lim.docker_python if lim.backend == "docker" else sys.executable
+    return run_command([python, "-E", "-s", "-S", "-B", "main.py"], stdin=stdin, files=files,
+                       timeout_s=timeout_s, memory_mb=memory_mb, limits=lim)
 
 
 def run_command(argv: list[str], *, stdin: str = "", files: dict[str, str | bytes] | None = None,
@@ -183,6 +188,13 @@ def run_command(argv: list[str], *, stdin: str = "", files: dict[str, str | byte
     lim = limits or Limits.from_params()
     timeout_s = lim.timeout_s if timeout_s is None else timeout_s
     memory_mb = lim.memory_mb if memory_mb is None else memory_mb
+    if lim.backend == "docker":
+        from tasks import sandbox_docker
+
+        return sandbox_docker.run_command(argv, stdin=stdin, files=files, timeout_s=timeout_s,
+                                          memory_mb=memory_mb, env=env, limits=lim)
+    if lim.backend != "local":
+        raise ValueError(f"sandbox.backend must be local or docker, not {lim.backend!r}")
     if os.geteuid() != 0:
         raise RuntimeError("the local sandbox needs root (namespaces, a fresh uid); use tasks.sandbox_docker")
     uid = lim.uid_base + secrets.randbelow(lim.uid_count)

@@ -123,6 +123,11 @@ def test_escaped_daemon_is_gone_when_run_returns():
     assert live_processes(int(r.stdout.split()[0])) == []
 
 
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="local or docker"):
+        run("pass", limits=Limits(backend="chroot"))
+
+
 def test_zz_fork_bomb_is_contained_and_cleaned_up():
     # RLIMIT_NPROC (16 here) caps the bomb before it can fill the machine; the deadline ends it
     code = ("import os\nprint(os.getuid(), flush=True)\nwhile True:\n    try:\n        os.fork()\n"

@@ -1,13 +1,14 @@
 """Runs inside the sandbox: apply the patch, restore the tests, compile, run the tests, report.
 
-Shipped into the scratch directory as ``runner.py`` beside ``repo/`` (the buggy repository),
-``pristine_tests/`` (the repository's tests as generated) and ``fix.diff``; started as
-``python runner.py`` with a one-time nonce on stdin. It prints exactly one line
-``SWE-RESULT <nonce> <json>``, where json has ``status``: ``no_apply`` | ``syntax_error`` | ``ran``
-and, when the tests ran, ``tests`` (every test id found) and ``failed`` (id -> last line of the
-failure). The patched code runs in this process only after the nonce has been read and the checks
-above are done, so it cannot forge an earlier verdict; a crash or ``os._exit`` in it leaves no
-result line at all, which the caller scores as a failure.
+Run by ``tasks.sandbox.run`` (so it is the scratch directory's ``main.py``) beside ``repo/`` (the
+buggy repository), ``pristine_tests/`` (its tests as generated) and ``fix.diff``, with a one-time
+nonce on stdin. It prints exactly one line ``SWE-RESULT <nonce> <json>``, where json has
+``status``: ``no_apply`` | ``syntax_error`` | ``ran`` and, when the tests ran, ``tests`` (every
+test id found) and ``failed`` (id -> the failure's exception line). The patched code runs in this
+process only after the nonce has been read and the checks above are done, so it cannot forge an
+earlier verdict; a crash or ``os._exit`` in it leaves no result line, which the caller scores as a
+failure. Code that digs the nonce out of this process's memory or patches ``unittest`` at import
+could still fake a pass: the tests and the patched code share one interpreter, as in SWE-bench.
 
 Standard library only: the sandbox's interpreter runs without site-packages.
 """

@@ -20,12 +20,11 @@ import json
 import random
 import re
 import secrets
-import sys
 from functools import lru_cache
 from pathlib import Path
 
 from tasks.base import Item, extract_answer
-from tasks.sandbox import Limits, load_params, run_command
+from tasks.sandbox import Limits, load_params, run
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "swe"
 RUNNER = Path(__file__).resolve().parent / "runner.py"
@@ -53,9 +52,8 @@ def evaluate_patch(files: dict[str, str], diff: str, *, timeout_s: float = 20.0,
     sandbox_files.update({f"pristine_tests/{path[len('tests/'):]}": text
                           for path, text in files.items() if path.startswith("tests/")})
     sandbox_files["fix.diff"] = diff if diff.endswith("\n") else diff + "\n"
-    sandbox_files["runner.py"] = RUNNER.read_text()
-    r = run_command([sys.executable, "-E", "-s", "-S", "-B", "runner.py"], stdin=nonce + "\n",
-                    files=sandbox_files, timeout_s=timeout_s, memory_mb=memory_mb, limits=limits)
+    r = run(RUNNER.read_text(), stdin=nonce + "\n", files=sandbox_files, timeout_s=timeout_s,
+            memory_mb=memory_mb, limits=limits)
     lines = [line for line in r.stdout.splitlines() if line.startswith(f"SWE-RESULT {nonce} ")]
     if len(lines) != 1:  # killed, timed out, os._exit in the patched code, or forged extra lines
         return {"status": "crashed", "sandbox": r.status, "stderr": r.stderr[-500:]}
