@@ -113,6 +113,10 @@ class M1Config:
         d["rope_parameters"] = {"rope_type": "default", "rope_theta": d.pop("rope_theta")}
         d.update(model_type="minimax", architectures=["MiniMaxForCausalLM"], use_cache=True,
                  attention_dropout=0.0, output_router_logits=False, sliding_window=None)
+        # the original MiniMax names too: vLLM's MiniMaxText01 reads these (postnorm selects the
+        # residual-after-norm form that transformers always uses)
+        d.update({theirs: d[ours] for ours, theirs in _ORIGINAL_NAMES.items()})
+        d.update(attn_type_list=[int(t == FULL) for t in self.layer_types], postnorm=True)
         return d
 
     @classmethod
