@@ -12,7 +12,8 @@ removed, leading indentation kept for code). Raw documents and worked solutions 
 - ``empty_question`` / ``empty_answer``: nothing left after normalisation (and no extraction);
 - ``short_question``: fewer than ``min_question_chars`` characters;
 - ``truncated_question`` / ``truncated_answer``: ends in ``...``, a dangling operator or a
-  dangling function word (``of``, ``the``, ...), the marks of a cut-off sample;
+  dangling function word (``of``, ``the``, ...; questions only, an answer may be ``A``), the
+  marks of a cut-off sample;
 - ``mojibake``: the byte sequences of UTF-8 read as Latin-1/CP1252 (``Ã©``, ``â€™``) or U+FFFD;
 - ``unbalanced_dollar``: an odd number of unescaped ``$`` outside code, also after dropping
   currency amounts (``$5``);
@@ -70,7 +71,7 @@ def _unbalanced_braces(e: pl.Expr) -> pl.Expr:
 
 
 def _truncated(e: pl.Expr, operators: str) -> pl.Expr:
-    return e.str.contains(r"(?:\.\.\.|…)$") | e.str.contains(operators) | e.str.contains(_DANGLING_WORD)
+    return e.str.contains(r"(?:\.\.\.|…)$") | e.str.contains(operators)
 
 
 def reasons_expr(min_question_chars: int = 8) -> pl.Expr:
@@ -81,7 +82,7 @@ def reasons_expr(min_question_chars: int = 8) -> pl.Expr:
         pl.when(q == "").then(pl.lit("empty_question"))
         .when(a == "").then(pl.lit("empty_answer"))
         .when(q.str.len_chars() < min_question_chars).then(pl.lit("short_question"))
-        .when(_truncated(q, r"[=+*/^(\[{,-]$")).then(pl.lit("truncated_question"))
+        .when(_truncated(q, r"[=+*/^(\[{,-]$") | q.str.contains(_DANGLING_WORD)).then(pl.lit("truncated_question"))
         .when(_truncated(a, r"[=(\[{,]$")).then(pl.lit("truncated_answer"))
         .when(both(lambda e: e.str.contains(_MOJIBAKE))).then(pl.lit("mojibake"))
         .when(both(_odd_dollars)).then(pl.lit("unbalanced_dollar"))

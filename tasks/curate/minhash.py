@@ -33,6 +33,12 @@ def dedup_key(expr: pl.Expr) -> pl.Expr:
     )
 
 
+def number_keys(texts: pl.Series, ordered: bool) -> np.ndarray:
+    """[N] uint64 hash of the numbers in each text, in order or as a sorted multiset ("" when none)."""
+    nums = texts.fill_null("").str.extract_all(r"\d+(?:\.\d+)?")
+    return (nums if ordered else nums.list.sort()).list.join(" ").hash(seed=3).to_numpy()
+
+
 def shingles(texts: pl.Series, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Word n-gram hashes of already-normalised ``texts``: (doc index [S] int64, hash [S] uint64).
 

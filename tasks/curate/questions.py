@@ -15,7 +15,7 @@ Per row, in this order:
 3. ``proof``: "prove", "show that", "demonstrate that", "justify" ... in the question, or a proof
    as the answer;
 4. ``multi_part``: two or more sub-problems ``(a) (b)``, ``(i) (ii)``, numbered lines, "part 1",
-   or two or more question marks;
+   two or more question marks, or an answer listing values separated by ``;``;
 5. ``unparseable_answer``: ``tasks.mathverify.parse_clean`` (math-verify, no fallback, its own
    timeout off the main thread) finds no single clean value in the answer.
 
@@ -45,6 +45,7 @@ _PROOF_Q = re.compile(r"(?i)\b(?:prove|proof|show\s+that|demonstrate\s+that|just
 _PROOF_A = re.compile(r"(?i)^\s*proof\b|q\.?e\.?d\.?\s*$|∎|\\blacksquare")
 _SUBPARTS = re.compile(r"(?:^|\s)\((?:[a-h]|i{1,3}|iv|v|vi{0,3})\)\s")
 _NUMBERED = re.compile(r"(?m)^\s*(?:\d+[.)]|\([ivx]+\)|[a-h][.)])\s+\S")
+_SEVERAL_ANSWERS = re.compile(r"\S\s*;\s*\S")
 _PART = re.compile(r"(?i)\bpart\s*\(?(?:[a-h]|\d+|[ivx]+)\)?\s*[:.)]")
 
 
@@ -109,6 +110,7 @@ def classify(question: str, answer: str) -> tuple[str | None, str, str]:
         or len(_NUMBERED.findall(question)) >= 2
         or len(_PART.findall(question)) >= 2
         or question.count("?") >= 2
+        or _SEVERAL_ANSWERS.search(answer)
     ):
         return "multi_part", question, answer
     return None, question, answer
