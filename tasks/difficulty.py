@@ -15,6 +15,7 @@ are kept, the rest rejected as ``too_hard`` (rate <= lower) or ``too_easy`` (rat
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -37,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "chunk_size": 1024,
 }
+
+#: modules whose import registers tasks in tasks.base.TASKS
+_REGISTERING = ("tasks.arithmetic", "tasks.math_tasks", "tasks.synlogic", "tasks.code_tasks")
 
 Verifier = Callable[[dict[str, Any], str], float]
 
@@ -92,9 +96,12 @@ def default_verifier(item: dict[str, Any], response: str) -> float:
     """The item's task verifier when it names a registered ``task``, else math-verify on its answer."""
     task = item.get("task")
     if task:
-        import tasks.synlogic  # noqa: F401  registers the SynLogic families
         from tasks.base import TASKS
 
+        for module in _REGISTERING:  # tasks register themselves on import
+            if task in TASKS:
+                break
+            importlib.import_module(module)
         if task not in TASKS:
             raise KeyError(f"row {item.get(ROW)}: task {task!r} is not registered; expected one of {sorted(TASKS)}")
         if isinstance(item.get("metadata"), str):

@@ -1,0 +1,94 @@
+"""pass@k difficulty filter: the arithmetic of rates and strict bounds on a stub policy whose
+outcomes are chosen by hand, both verifiers, and one real run through TorchEngine on a tiny Llama."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from tasks.difficulty import default_verifier, difficulty, pass_rates
+
+
+class StubPolicy:
+    """Answers question i right ``right[i]`` times out of k (right ones first); records its calls."""
+
+    def __init__(self, right: dict[str, int], answer: dict[str, str]):
+        self.right, self.answer, self.calls = right, answer, []
+
+    def sample(self, questions, k):
+        self.calls.append(len(questions))
+        return [[f"<think>.</think><answer>{self.answer[q] if j < self.right[q] else 'nope'}</answer>" for j in range(k)]
+                for q in questions]
+
+
+def test_rates_and_strict_bounds(tmp_path):
+    # passes out of 10: 0 -> too hard, 10 and 9 -> too easy (0.9 is not strictly below 0.9), 1 and 5 kept
+    right = {"q0": 0, "q1": 1, "q5": 5, "q9": 9, "q10": 10}
+    rows = [{"id": q, "question": q, "answer": "\\frac{1}{2}"} for q in right]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    policy = StubPolicy(right, {q: "0.5" for q in right})  # math-verify: 0.5 == 1/2
+    report = difficulty(tmp_path / "in.jsonl", tmp_path / "out", policy=policy, k=10, batch_size=20)
+    kept = pl.read_parquet(tmp_path / "out" / "kept.parquet")
+    rej = pl.read_parquet(tmp_path / "out" / "rejected.parquet")
+    assert dict(zip(kept["id"], kept["pass_rate"])) == {"q1": 0.1, "q5": 0.5}
+    assert dict(zip(rej["id"], rej["reason"])) == {"q0": "too_hard", "q9": "too_easy", "q10": "too_easy"}
+    assert dict(zip(rej["id"], rej["pass_rate"])) == {"q0": 0.0, "q9": 0.9, "q10": 1.0}
+    assert policy.calls == [2, 2, 1]  # 20 sequences per call = 2 prompts x k=10
+    assert report["passes_histogram"]["9/10"] == 1 and report["passes_histogram"]["0/10"] == 1
+
+
+def test_other_bounds_and_bad_bounds(tmp_path):
+    right = {"a": 2, "b": 3}
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"question": q, "answer": "7"}) + "\n" for q in right))
+    difficulty(tmp_path / "in.jsonl", tmp_path / "out", policy=StubPolicy(right, {"a": "7", "b": "7"}), k=4, lower=0.5, upper=1.0)
+    kept = pl.read_parquet(tmp_path / "out" / "kept.parquet")
+    assert kept["question"].to_list() == ["b"]  # 3/4 kept; 2/4 = 0.5 is not strictly above 0.5
+    with pytest.raises(ValueError, match="lower < upper"):
+        difficulty(tmp_path / "in.jsonl", tmp_path / "o2", policy=StubPolicy(right, {}), lower=0.9, upper=0.9)
+
+
+def test_default_verifier_math_and_registered_task():
+    assert default_verifier({"answer": "\\frac{1}{2}"}, "<think>x</think><answer>0.5</answer>") == 1.0
+    assert default_verifier({"answer": "3"}, "<think>x</think><answer>4</answer>") == 0.0
+    assert default_verifier({"answer": "3"}, "no answer tag") == 0.0
+    item = {"task": "arithmetic", "question": "12+30=", "answer": "42", "metadata": "{}"}
+    assert default_verifier(item, "<think>.</think><answer>42</answer>") == 1.0
+    with pytest.raises(KeyError, match="not registered"):
+        default_verifier({"task": "no_such_task", "answer": "1"}, "")
+
+
+def test_pass_rates_with_a_custom_verifier():
+    policy = StubPolicy({"x": 2}, {"x": "yes"})
+    rates = pass_rates([{"question": "x"}], policy, k=4, verifier=lambda item, r: 0.5 if "yes" in r else 0.0, pass_reward=0.5)
+    assert rates.tolist() == [0.5]
+
+
+def test_real_run_through_torch_engine(tmp_path):
+    from model.tokenizer import train_tokenizer
+    from tasks.rl.policy import build_policy, save_policy
+
+    qs = ["What is 2+3?", "Compute 4*5.", "What is 10-7?"]
+    tok = train_tokenizer(qs * 5, vocab_size=300, out_dir=tmp_path / "tok")
+    model = build_policy({"arch": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                          "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 256}, tok)
+    save_policy(model, tok, tmp_path / "policy")
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"question": q, "answer": "5"}) + "\n" for q in qs))
+    seen = []
+
+    def verifier(item, response):
+        seen.append((item["question"], response))
+        return 1.0 if len(seen) % 2 else 0.0  # every other sample passes: each item gets 1/2
+
+    report = difficulty(tmp_path / "in.jsonl", tmp_path / "out", model_dir=tmp_path / "policy", verifier=verifier,
+                        k=2, max_new_tokens=4, batch_size=4)
+    assert report["rows_in"] == 3 and report["kept"] == 3
+    assert pl.read_parquet(tmp_path / "out" / "kept.parquet")["pass_rate"].to_list() == [0.5, 0.5, 0.5]
+    assert [q for q, _ in seen] == [q for q in qs for _ in range(2)]
+    assert all(isinstance(r, str) for _, r in seen)
+    from tasks.difficulty import EnginePolicy
+
+    p = EnginePolicy(tmp_path / "policy")
+    assert (p.params.temperature, p.params.top_p) == (1.0, 0.95)  # the report's sampling settings
+    assert p.params.stop_token_ids == (tok.eos_token_id,)
