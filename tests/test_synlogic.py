@@ -6,6 +6,7 @@ check that verifiers judge an answer for what it is (any valid solution passes, 
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -14,9 +15,11 @@ import pytest
 from tasks.base import Task, format_reward
 from tasks.synlogic import TASKS
 from tasks.synlogic.arithmetic_games import evaluate_expression
-from tasks.synlogic.base import SynLogicTask, canon, parse_coords, parse_int_grid
-from tasks.synlogic.puzzles_grid import _has_perfect_matching, _runs
-from tasks.synlogic.puzzles_latin import (_cage_partial, _skyline_constraints, _visible,
+from tasks.synlogic.base import (SynLogicTask, canon, grid_solutions, parse_coords, parse_int_grid,
+                                  parse_ints)
+from tasks.synlogic.puzzles_grid import (Norinori, StarPlacement, _has_perfect_matching, _line_solve,
+                                         _placements, _runs)
+from tasks.synlogic.puzzles_latin import (Binairo, _cage_partial, _skyline_constraints, _visible,
                                           count_sudoku_solutions, latin_solutions)
 
 SYNLOGIC = sorted(name for name, task in TASKS.items() if isinstance(task, SynLogicTask))
@@ -131,6 +134,51 @@ def test_latin_puzzles_have_one_solution():
             assert sols == [parse_int_grid(item["answer"], n, n)], name
 
 
+def test_binary_grid_puzzles_have_one_solution():
+    one = lambda vals: vals.count(2) <= 1 <= vals.count(2) + vals.count(0)  # noqa: E731
+    cells = [(r, c) for r in range(2) for c in range(2)]
+    rows = [([(r, 0), (r, 1)], one) for r in range(2)]
+    assert len(grid_solutions(cells, [1, 2], {}, rows, limit=10)) == 4  # one star per row: 2 x 2
+    assert len(grid_solutions(cells, [1, 2], {(0, 0): 2}, rows, limit=10)) == 2
+    for task, make in ((StarPlacement, lambda m: StarPlacement._constraints(m["n"], m["region"])),
+                       (Norinori, lambda m: Norinori._constraints(
+                           m["n"], m["region"], max(map(max, m["region"])) + 1))):
+        for item in TASKS[task.name].generate(2, seed=5, difficulty=3):
+            meta, n = item["metadata"], item["metadata"]["n"]
+            cells = [(r, c) for r in range(n) for c in range(n)]
+            givens = {(r, c): v + 1 for r, c, v in meta["known"]}
+            sols = grid_solutions(cells, [1, 2], givens, make(meta), limit=3, budget=10**6)
+            on = "*" if task is StarPlacement else "#"
+            want = [ch for ch in item["answer"] if ch in on + "."]
+            assert [[("*#"[on == "#"] if s[cell] == 2 else ".") for cell in cells] for s in sols] == [want]
+    for item in TASKS["binairo"].generate(2, seed=5, difficulty=3):
+        n = item["metadata"]["n"]
+        cells = [(r, c) for r in range(n) for c in range(n)]
+        givens = {(r, c): v + 1 for r, c, v in item["metadata"]["givens"]}
+        sols = grid_solutions(cells, [1, 2], givens, Binairo._constraints(n), limit=3, budget=10**6)
+        assert [[s[cell] - 1 for cell in cells] for s in sols] == [parse_ints(item["answer"])]
+
+
+def test_line_logic_puzzles_are_determined_by_their_clues():
+    assert _placements([2, 1], 5) == [(True, True, False, True, False), (True, True, False, False, True),
+                                      (False, True, True, False, True)]
+    assert _placements([], 3) == [(False, False, False)]
+    for name in ("kakurasu", "nonogram"):
+        for item in TASKS[name].generate(3, seed=5, difficulty=4):
+            meta, n = item["metadata"], item["metadata"]["n"]
+            if name == "nonogram":
+                lines = [([(r, c) for c in range(n)], _placements(meta["rows"][r], n)) for r in range(n)]
+                lines += [([(r, c) for r in range(n)], _placements(meta["cols"][c], n)) for c in range(n)]
+            else:
+                fill = lambda clue: [f for f in itertools.product((False, True), repeat=n)  # noqa: E731
+                                     if sum(i + 1 for i, on in enumerate(f) if on) == clue]
+                lines = [([(r, c) for c in range(n)], fill(meta["rows"][r])) for r in range(n)]
+                lines += [([(r, c) for r in range(n)], fill(meta["cols"][c])) for c in range(n)]
+            known = _line_solve(lines, {(r, c): bool(v) for r, c, v in meta["known"]})
+            grid = [row.replace(" ", "") for row in item["answer"].splitlines()]
+            assert known == {(r, c): grid[r][c] == "#" for r in range(n) for c in range(n)}
+
+
 def test_game_of_24_evaluates_safely():
     game = TASKS["game_of_24"]
     item = _item("game_of_24", "(8 - 4) * (7 - 1)", numbers=[8, 4, 7, 1], target=24)
@@ -199,10 +247,12 @@ def test_clue_helpers_by_hand():
     assert parse_int_grid("1 2\n3 4", 2, 2) == [[1, 2], [3, 4]]
     with pytest.raises(ValueError):
         parse_int_grid("1 2 3", 2, 2)
-    kakurasu = _item("kakurasu", n=2, rows=[2, 3], cols=[2, 3])
+    kakurasu = _item("kakurasu", n=2, rows=[2, 3], cols=[2, 3], known=[])
     # row 1 shades column 2 (worth 2); row 2 shades both (1 + 2); column 1: row 2 (2); column 2: 1 + 2
     assert TASKS["kakurasu"].verify(kakurasu, wrap(". #\n# #")) == 1.0
     assert TASKS["kakurasu"].verify(kakurasu, wrap("# .\n# #")) == 0.0
+    kakurasu["metadata"]["known"] = [[0, 0, 1]]  # a revealed cell the grid must keep
+    assert TASKS["kakurasu"].verify(kakurasu, wrap(". #\n# #")) == 0.0
 
 
 def test_docs_table_lists_every_family():

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any
+from typing import Any, Callable
 
 from tasks.base import Item, extract_answer
 
@@ -174,3 +174,82 @@ def random_regions(rng: random.Random, seeds: list[list[tuple[int, int]]], n_row
     if any(v < 0 for row in region for v in row):
         raise ValueError("seed cells do not reach the whole grid")
     return region
+
+
+Cell = tuple[int, int]
+#: ``(cells, ok)``: ``ok`` gets the cells' values (0 = still open) and must say False only when they
+#: cannot be completed, and exactly whether the constraint holds once all are filled
+Constraint = tuple[list[Cell], Callable[[list[int]], bool]]
+
+
+def grid_solutions(cells: list[Cell], values: list[int], givens: dict[Cell, int],
+                   constraints: list[Constraint], limit: int = 2,
+                   budget: int = 2000) -> list[dict[Cell, int]] | None:
+    """Up to ``limit`` assignments of ``values`` (positive ints) to ``cells`` that extend
+    ``givens`` and satisfy every constraint; None when the search visits more than ``budget``
+    nodes first. Depth first, always on the open cell with the fewest values its constraints allow.
+    """
+    value_of = {cell: 0 for cell in cells}
+    value_of.update(givens)
+    touching: dict[Cell, list[Constraint]] = {}
+    for con in constraints:
+        for cell in con[0]:
+            touching.setdefault(cell, []).append(con)
+
+    def allowed(cell):
+        out = []
+        for v in values:
+            value_of[cell] = v
+            if all(ok([value_of[c] for c in cs]) for cs, ok in touching.get(cell, ())):
+                out.append(v)
+        value_of[cell] = 0
+        return out
+
+    if not all(ok([value_of[c] for c in cs]) for cs, ok in constraints):
+        return []
+    found: list[dict[Cell, int]] = []
+    nodes = 0
+
+    def search(open_cells):
+        nonlocal nodes
+        nodes += 1
+        if not open_cells:
+            found.append(dict(value_of))
+            return
+        best, best_vals = 0, None
+        for i, cell in enumerate(open_cells):
+            vals = allowed(cell)
+            if best_vals is None or len(vals) < len(best_vals):
+                best, best_vals = i, vals
+                if len(vals) <= 1:
+                    break
+        cell = open_cells[best]
+        rest = open_cells[:best] + open_cells[best + 1:]
+        for v in best_vals:
+            if len(found) >= limit or nodes > budget:
+                break
+            value_of[cell] = v
+            search(rest)
+        value_of[cell] = 0
+
+    search([cell for cell in cells if cell not in givens])
+    return None if nodes > budget else found
+
+
+def reveal_until_unique(rng: random.Random, solution: dict[Cell, int], shown: set[Cell],
+                        solve: Callable[[dict[Cell, int]], list[dict[Cell, int]] | None]) -> set[Cell]:
+    """Reveal cells of ``solution`` until ``solve(givens)`` finds it alone.
+
+    While a second solution exists, one cell where it differs from ``solution`` is revealed,
+    which rules it out; when the search runs past its budget a random cell is revealed instead.
+    """
+    shown = set(shown)
+    while len(shown) < len(solution):
+        sols = solve({cell: solution[cell] for cell in shown})
+        if sols is not None and len(sols) == 1:
+            break
+        other = next((s for s in sols or [] if s != solution), None)
+        pool = sorted(cell for cell in solution if cell not in shown
+                      and (other is None or other[cell] != solution[cell]))
+        shown.add(rng.choice(pool))
+    return shown

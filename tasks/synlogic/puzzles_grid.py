@@ -7,12 +7,13 @@ check the rules and clues, so any valid solution earns 1.0.
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from tasks.base import register
-from tasks.synlogic.base import (ANSWER_TAGS, SynLogicTask, format_grid, level, neighbours4,
-                                 neighbours8, parse_char_grid, parse_coords, parse_int_grid,
-                                 random_regions)
+from tasks.synlogic.base import (ANSWER_TAGS, Cell, SynLogicTask, format_grid, grid_solutions,
+                                 level, neighbours4, neighbours8, parse_char_grid, parse_coords,
+                                 parse_int_grid, random_regions, reveal_until_unique)
 
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -32,26 +33,87 @@ def _runs(line) -> list[int]:
     return out + [run] if run else out
 
 
+#: a line of cells and every filling of it (True = filled) that meets its clue
+Line = tuple[list[Cell], list[tuple[bool, ...]]]
+
+
+def _line_solve(lines: list[Line], known: dict[Cell, bool]) -> dict[Cell, bool]:
+    """Cells fixed by line-by-line deduction: a cell is known once every filling of one of its
+    lines that agrees with what is known so far gives it the same value."""
+    known = dict(known)
+    changed = True
+    while changed:
+        changed = False
+        for cells, fillings in lines:
+            fit = [f for f in fillings if all(known.get(c, v) == v for c, v in zip(cells, f))]
+            for k, cell in enumerate(cells):
+                if cell not in known and fit and all(f[k] == fit[0][k] for f in fit):
+                    known[cell] = fit[0][k]
+                    changed = True
+    return known
+
+
+def _reveal_by_logic(rng: random.Random, filled: dict[Cell, bool], lines: list[Line]) -> set[Cell]:
+    """Reveal cells until line deduction fixes the whole grid, so its solution is unique."""
+    shown: set[Cell] = set()
+    while True:
+        known = _line_solve(lines, {cell: filled[cell] for cell in shown})
+        still_open = sorted(cell for cell in filled if cell not in known)
+        if not still_open:
+            return shown
+        shown.add(rng.choice(still_open))
+
+
+def _reveal_binary(rng: random.Random, filled: dict[Cell, bool], constraints) -> set[Cell]:
+    """Reveal cells until the solver finds the drawn filling alone (solver values: 1 empty, 2 filled)."""
+    cells = sorted(filled)
+    solution = {cell: 2 if filled[cell] else 1 for cell in cells}
+    return reveal_until_unique(rng, solution, set(),
+                               lambda givens: grid_solutions(cells, [1, 2], givens, constraints))
+
+
+def _known_cells(filled: dict[Cell, bool], shown: set[Cell], n: int, on: str, off: str) -> str:
+    """The revealed cells as a grid ('?' where open), or nothing when none is revealed."""
+    if not shown:
+        return ""
+    rows = ["".join((on if filled[(r, c)] else off) if (r, c) in shown else "?" for c in range(n))
+            for r in range(n)]
+    return f"Known cells ('{on}' {'filled' if on == '#' else 'star'}, '{off}' empty, '?' open):\n{_char_rows(rows)}\n"
+
+
+def _known_kept(grid: list[str], known: list[list[int]], on: str) -> bool:
+    return all((grid[r][c] == on) == bool(v) for r, c, v in known)
+
+
 class Kakurasu(SynLogicTask):
     name = "kakurasu"
     any_valid = True
     difficulty_range = (1, 5)
-    knobs = "grid 3-7"
+    knobs = "grid 3-7 (cells revealed until line logic solves it)"
     _levels = [3, 4, 5, 6, 7]
 
     def make(self, rng, difficulty):
         n = level(difficulty, self._levels)
         shade = [[rng.random() < 0.45 for _ in range(n)] for _ in range(n)]
         rows, cols = self._clues(shade, n)
+        weights = list(range(1, n + 1))
+        fillings = lambda clue: [f for f in itertools.product((False, True), repeat=n)  # noqa: E731
+                                 if sum(w for w, on in zip(weights, f) if on) == clue]
+        lines = [([(r, c) for c in range(n)], fillings(rows[r])) for r in range(n)]
+        lines += [([(r, c) for r in range(n)], fillings(cols[c])) for c in range(n)]
+        filled = {(r, c): shade[r][c] for r in range(n) for c in range(n)}
+        shown = _reveal_by_logic(rng, filled, lines)
         question = (f"Kakurasu on a {n}x{n} grid: shade some cells. A shaded cell in column j is "
                     f"worth j to its row, a shaded cell in row i is worth i to its column (counting "
                     f"from 1). Each row's shaded values must add up to its row clue, each column's "
                     f"to its column clue.\nRow clues (top to bottom): {' '.join(map(str, rows))}\n"
                     f"Column clues (left to right): {' '.join(map(str, cols))}\n"
+                    f"{_known_cells(filled, shown, n, '#', '.')}"
                     f"Answer with the grid, one row per line, '#' for shaded and '.' for empty. "
                     f"{ANSWER_TAGS}")
         answer = _char_rows(["".join("#" if s else "." for s in row) for row in shade])
-        return question, answer, {"n": n, "rows": rows, "cols": cols}
+        known = [[r, c, int(filled[(r, c)])] for r, c in sorted(shown)]
+        return question, answer, {"n": n, "rows": rows, "cols": cols, "known": known}
 
     @staticmethod
     def _clues(shade, n):
@@ -64,7 +126,8 @@ class Kakurasu(SynLogicTask):
         n = meta["n"]
         grid = parse_char_grid(answer, n, n, "#.")
         rows, cols = self._clues([[ch == "#" for ch in row] for row in grid], n)
-        return float(rows == meta["rows"] and cols == meta["cols"])
+        return float(rows == meta["rows"] and cols == meta["cols"]
+                     and _known_kept(grid, meta["known"], "#"))
 
 
 class Survo(SynLogicTask):
@@ -106,22 +169,37 @@ class StarPlacement(SynLogicTask):
     name = "star_placement"
     any_valid = True
     difficulty_range = (1, 5)
-    knobs = "grid 4-8 (one star per row, column and region)"
+    knobs = "grid 4-8 (one star per row, column and region; cells revealed until unique)"
     _levels = [4, 5, 6, 7, 8]
 
     def make(self, rng, difficulty):
         n = level(difficulty, self._levels)
         cols = self._placement(rng, n)
         region = random_regions(rng, [[(r, cols[r])] for r in range(n)], n, n)
-        shown = "\n".join(" ".join(_LETTERS[v] for v in row) for row in region)
+        filled = {(r, c): c == cols[r] for r in range(n) for c in range(n)}
+        shown = _reveal_binary(rng, filled, self._constraints(n, region))
+        regions = "\n".join(" ".join(_LETTERS[v] for v in row) for row in region)
         question = (f"Star placement on a {n}x{n} grid divided into {n} lettered regions: place "
                     f"{n} stars so that every row, every column and every region holds exactly one "
-                    f"star and no two stars touch, not even diagonally.\n{shown}\n"
+                    f"star and no two stars touch, not even diagonally.\n{regions}\n"
+                    f"{_known_cells(filled, shown, n, '*', '.')}"
                     f"Answer with the grid, one row per line, '*' for a star and '.' for empty. "
                     f"{ANSWER_TAGS}")
         answer = _char_rows(["".join("*" if c == cols[r] else "." for c in range(n))
                              for r in range(n)])
-        return question, answer, {"n": n, "region": region}
+        known = [[r, c, int(filled[(r, c)])] for r, c in sorted(shown)]
+        return question, answer, {"n": n, "region": region, "known": known}
+
+    @staticmethod
+    def _constraints(n, region):
+        one = lambda vals: vals.count(2) <= 1 <= vals.count(2) + vals.count(0)  # noqa: E731
+        groups = [[(r, c) for c in range(n)] for r in range(n)]
+        groups += [[(r, c) for r in range(n)] for c in range(n)]
+        groups += [[(r, c) for r in range(n) for c in range(n) if region[r][c] == k] for k in range(n)]
+        apart = lambda vals: vals != [2, 2]  # noqa: E731
+        pairs = [[(r, c), nb] for r in range(n) for c in range(n)
+                 for nb in neighbours8(r, c, n, n) if nb > (r, c)]
+        return [(g, one) for g in groups] + [(p, apart) for p in pairs]
 
     @staticmethod
     def _placement(rng, n):
@@ -147,7 +225,7 @@ class StarPlacement(SynLogicTask):
         n, region = meta["n"], meta["region"]
         grid = parse_char_grid(answer, n, n, "*.")
         stars = [(r, c) for r in range(n) for c in range(n) if grid[r][c] == "*"]
-        return float(len(stars) == n and len({r for r, _ in stars}) == n
+        return float(len(stars) == n and _known_kept(grid, meta["known"], "*") and len({r for r, _ in stars}) == n
                      and len({c for _, c in stars}) == n
                      and len({region[r][c] for r, c in stars}) == n
                      and not any(abs(r1 - r2) <= 1 and abs(c1 - c2) <= 1
@@ -267,7 +345,7 @@ class Norinori(SynLogicTask):
     name = "norinori"
     any_valid = True
     difficulty_range = (1, 5)
-    knobs = "grid 4-8"
+    knobs = "grid 4-8 (cells revealed until unique)"
     _levels = [4, 5, 6, 7, 8]
 
     def make(self, rng, difficulty):
@@ -285,22 +363,41 @@ class Norinori(SynLogicTask):
                 shaded.update(pair)
                 dominoes.append(pair)
         region = random_regions(rng, dominoes, n, n)
-        shown = "\n".join(" ".join(_LETTERS[v] for v in row) for row in region)
+        filled = {(r, c): (r, c) in shaded for r in range(n) for c in range(n)}
+        shown = _reveal_binary(rng, filled, self._constraints(n, region, len(dominoes)))
+        regions = "\n".join(" ".join(_LETTERS[v] for v in row) for row in region)
         question = (f"Norinori on a {n}x{n} grid divided into lettered regions: shade cells so "
                     f"that every region holds exactly two shaded cells and every shaded cell has "
                     f"exactly one shaded neighbour (above, below, left or right), so shaded cells "
-                    f"form separate dominoes.\n{shown}\n"
+                    f"form separate dominoes.\n{regions}\n{_known_cells(filled, shown, n, '#', '.')}"
                     f"Answer with the grid, one row per line, '#' for shaded and '.' for empty. "
                     f"{ANSWER_TAGS}")
         answer = _char_rows(["".join("#" if (r, c) in shaded else "." for c in range(n))
                              for r in range(n)])
-        return question, answer, {"n": n, "region": region}
+        known = [[r, c, int(filled[(r, c)])] for r, c in sorted(shown)]
+        return question, answer, {"n": n, "region": region, "known": known}
+
+    @staticmethod
+    def _constraints(n, region, n_regions):
+        two = lambda vals: vals.count(2) <= 2 <= vals.count(2) + vals.count(0)  # noqa: E731
+
+        def domino(vals):
+            """A shaded cell (first) has exactly one shaded neighbour (the rest)."""
+            near = vals[1:]
+            return vals[0] != 2 or near.count(2) <= 1 <= near.count(2) + near.count(0)
+
+        groups = [[(r, c) for r in range(n) for c in range(n) if region[r][c] == k]
+                  for k in range(n_regions)]
+        around = [[(r, c), *neighbours4(r, c, n, n)] for r in range(n) for c in range(n)]
+        return [(g, two) for g in groups] + [(cells, domino) for cells in around]
 
     def check(self, item, answer):
         meta = item["metadata"]
         n, region = meta["n"], meta["region"]
         grid = parse_char_grid(answer, n, n, "#.")
         shaded = [(r, c) for r in range(n) for c in range(n) if grid[r][c] == "#"]
+        if not _known_kept(grid, meta["known"], "#"):
+            return 0.0
         per_region = [0] * (max(max(row) for row in region) + 1)
         for r, c in shaded:
             per_region[region[r][c]] += 1
@@ -353,11 +450,27 @@ class Numbrix(SynLogicTask):
         return float(steps_ok and all(grid[r][c] == v for r, c, v in meta["givens"]))
 
 
+def _placements(runs: list[int], n: int) -> list[tuple[bool, ...]]:
+    """Every line of n cells whose runs of filled cells are ``runs``."""
+    if not runs:
+        return [(False,) * n]
+    first, rest = runs[0], runs[1:]
+    tail_min = sum(rest) + len(rest)
+    out = []
+    for start in range(n - first - tail_min + 1):
+        head = (False,) * start + (True,) * first
+        if rest:
+            out += [head + (False,) + tail for tail in _placements(rest, n - len(head) - 1)]
+        else:
+            out.append(head + (False,) * (n - len(head)))
+    return out
+
+
 class Nonogram(SynLogicTask):
     name = "nonogram"
     any_valid = True
     difficulty_range = (1, 5)
-    knobs = "grid 4x4 to 10x10"
+    knobs = "grid 4x4 to 10x10 (cells revealed until line logic solves it)"
     _levels = [4, 5, 6, 8, 10]
 
     def make(self, rng, difficulty):
@@ -365,15 +478,21 @@ class Nonogram(SynLogicTask):
         fill = [[rng.random() < 0.55 for _ in range(n)] for _ in range(n)]
         rows = [_runs(row) for row in fill]
         cols = [_runs([fill[r][c] for r in range(n)]) for c in range(n)]
+        lines = [([(r, c) for c in range(n)], _placements(rows[r], n)) for r in range(n)]
+        lines += [([(r, c) for r in range(n)], _placements(cols[c], n)) for c in range(n)]
+        filled = {(r, c): fill[r][c] for r in range(n) for c in range(n)}
+        shown = _reveal_by_logic(rng, filled, lines)
         fmt = lambda runs: " ".join(map(str, runs)) or "0"  # noqa: E731
         question = (f"Nonogram on a {n}x{n} grid: each clue lists, in order, the lengths of the "
                     f"runs of filled cells in that row or column (0 for none).\n"
                     f"Rows (top to bottom):\n" + "\n".join(fmt(r) for r in rows) + "\n"
                     f"Columns (left to right):\n" + "\n".join(fmt(c) for c in cols) + "\n"
+                    f"{_known_cells(filled, shown, n, '#', '.')}"
                     f"Answer with the grid, one row per line, '#' for filled and '.' for empty. "
                     f"{ANSWER_TAGS}")
         answer = _char_rows(["".join("#" if f else "." for f in row) for row in fill])
-        return question, answer, {"n": n, "rows": rows, "cols": cols}
+        known = [[r, c, int(filled[(r, c)])] for r, c in sorted(shown)]
+        return question, answer, {"n": n, "rows": rows, "cols": cols, "known": known}
 
     def check(self, item, answer):
         meta = item["metadata"]
@@ -381,7 +500,8 @@ class Nonogram(SynLogicTask):
         grid = parse_char_grid(answer, n, n, "#.")
         fill = [[ch == "#" for ch in row] for row in grid]
         return float([_runs(row) for row in fill] == meta["rows"]
-                     and [_runs([fill[r][c] for r in range(n)]) for c in range(n)] == meta["cols"])
+                     and [_runs([fill[r][c] for r in range(n)]) for c in range(n)] == meta["cols"]
+                     and _known_kept(grid, meta["known"], "#"))
 
 
 for _task in (Kakurasu(), Survo(), StarPlacement(), Campsite(), Minesweeper(), Norinori(),

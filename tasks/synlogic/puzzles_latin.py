@@ -12,8 +12,9 @@ from math import prod
 from typing import Callable
 
 from tasks.base import register
-from tasks.synlogic.base import (ANSWER_TAGS, SynLogicTask, format_grid, is_latin, level,
-                                 parse_int_grid, random_latin_square)
+from tasks.synlogic.base import (ANSWER_TAGS, Constraint, SynLogicTask, format_grid, grid_solutions,
+                                 is_latin, level, parse_int_grid, random_latin_square,
+                                 reveal_until_unique)
 
 
 def _masked(grid: list[list[int]], hidden: set[tuple[int, int]]) -> list[list[str]]:
@@ -29,9 +30,6 @@ def _givens_kept(grid: list[list[int]], givens: list[list[int]]) -> bool:
 def _hide(rng: random.Random, n_rows: int, n_cols: int, count: int) -> set[tuple[int, int]]:
     cells = [(r, c) for r in range(n_rows) for c in range(n_cols)]
     return set(rng.sample(cells, min(count, len(cells))))
-
-
-Constraint = tuple[list[tuple[int, int]], Callable[[list[int]], bool]]
 
 
 def latin_solutions(n: int, givens: dict[tuple[int, int], int], constraints: list[Constraint],
@@ -102,24 +100,17 @@ def _bits(mask: int) -> list[int]:
     return out
 
 
-def reveal_until_unique(rng: random.Random, grid: list[list[int]], shown: set[tuple[int, int]],
-                        constraints: list[Constraint]) -> set[tuple[int, int]]:
-    """Reveal cells of the solution ``grid`` until the puzzle has exactly one solution.
-
-    While a second solution exists, one cell where it differs from ``grid`` is revealed, which
-    rules it out; when the search runs past its budget a random cell is revealed instead.
-    """
+def reveal_latin(rng: random.Random, grid: list[list[int]], shown: set[tuple[int, int]],
+                 constraints: list[Constraint]) -> set[tuple[int, int]]:
+    """Cells of the Latin square ``grid`` to reveal so that the puzzle's solution is unique."""
     n = len(grid)
-    shown = set(shown)
-    while len(shown) < n * n:
-        sols = latin_solutions(n, {(r, c): grid[r][c] for r, c in shown}, constraints)
-        if sols is not None and len(sols) == 1:
-            break
-        other = next((s for s in sols or [] if s != grid), None)
-        pool = [(r, c) for r in range(n) for c in range(n) if (r, c) not in shown
-                and (other is None or other[r][c] != grid[r][c])]
-        shown.add(rng.choice(sorted(pool)))
-    return shown
+    cells = [(r, c) for r in range(n) for c in range(n)]
+
+    def solve(givens):
+        sols = latin_solutions(n, givens, constraints)
+        return None if sols is None else [{(r, c): s[r][c] for r, c in cells} for s in sols]
+
+    return reveal_until_unique(rng, {(r, c): grid[r][c] for r, c in cells}, shown, solve)
 
 
 def count_sudoku_solutions(puzzle: list[list[int]], a: int, b: int, limit: int = 2) -> int:
@@ -246,7 +237,7 @@ class Futoshiki(SynLogicTask):
             ineqs.append([r1, c1, r2, c2])  # cell 1 < cell 2
         less = lambda v: not v[0] or not v[1] or v[0] < v[1]  # noqa: E731
         constraints = [([(r1, c1), (r2, c2)], less) for r1, c1, r2, c2 in ineqs]
-        shown = reveal_until_unique(rng, grid, _hide(rng, n, n, n_givens), constraints)
+        shown = reveal_latin(rng, grid, _hide(rng, n, n, n_givens), constraints)
         givens = [[r, c, grid[r][c]] for r, c in sorted(shown)]
         hidden = {(r, c) for r in range(n) for c in range(n)} - shown
         lines = "\n".join(f"({r1 + 1},{c1 + 1}) < ({r2 + 1},{c2 + 1})" for r1, c1, r2, c2 in ineqs)
@@ -315,7 +306,7 @@ class Skyscraper(SynLogicTask):
         grid = random_latin_square(rng, n)
         clues = {side: [v if rng.random() >= drop else 0 for v in vals]
                  for side, vals in _skyline_clues(grid).items()}
-        shown = reveal_until_unique(rng, grid, set(), _skyline_constraints(n, clues))
+        shown = reveal_latin(rng, grid, set(), _skyline_constraints(n, clues))
         givens = [[r, c, grid[r][c]] for r, c in sorted(shown)]
         hidden = {(r, c) for r in range(n) for c in range(n)} - shown
         given_text = (f"Some heights are given ('.' is open):\n{format_grid(_masked(grid, hidden))}\n"
@@ -395,7 +386,7 @@ class Calcudoku(SynLogicTask):
             spec.append({"cells": [[r, c] for r, c in cells], "op": op, "target": target})
         constraints = [([tuple(cell) for cell in cage["cells"]], _cage_partial(cage["op"], cage["target"]))
                        for cage in spec]
-        shown = reveal_until_unique(rng, grid, set(), constraints)
+        shown = reveal_latin(rng, grid, set(), constraints)
         givens = [[r, c, grid[r][c]] for r, c in sorted(shown)]
         hidden = {(r, c) for r in range(n) for c in range(n)} - shown
         given_text = (f"Some numbers are given ('.' is open):\n{format_grid(_masked(grid, hidden))}\n"
@@ -451,13 +442,19 @@ class Binairo(SynLogicTask):
     name = "binairo"
     any_valid = True
     difficulty_range = (1, 5)
-    knobs = "grid 4 / 6 / 8 and the share of cells revealed"
-    _levels = [(4, 0.5), (6, 0.5), (6, 0.35), (8, 0.4), (8, 0.3)]
+    knobs = "grid 4 / 6 / 8 and the share of cells revealed first (more until unique)"
+    _levels = [(4, 0.25), (6, 0.25), (6, 0.15), (8, 0.2), (8, 0.1)]
 
     def make(self, rng, difficulty):
-        n, shown = level(difficulty, self._levels)
+        n, share = level(difficulty, self._levels)
         grid = self._solution(rng, n)
-        hidden = _hide(rng, n, n, round(n * n * (1 - shown)))
+        cells = [(r, c) for r in range(n) for c in range(n)]
+        constraints = self._constraints(n)
+        shown = reveal_until_unique(
+            rng, {(r, c): grid[r][c] + 1 for r, c in cells},  # solver values: digit + 1
+            set(rng.sample(cells, round(n * n * share))),
+            lambda givens: grid_solutions(cells, [1, 2], givens, constraints))
+        hidden = set(cells) - shown
         givens = [[r, c, grid[r][c]] for r in range(n) for c in range(n) if (r, c) not in hidden]
         question = (f"Binairo: fill the {n}x{n} grid with 0 and 1 so that every row and column has "
                     f"as many 0s as 1s, no three equal digits are adjacent in a row or column, and "
@@ -466,6 +463,18 @@ class Binairo(SynLogicTask):
                     f"Answer with the full grid, one row per line, digits separated by spaces. "
                     f"{ANSWER_TAGS}")
         return question, format_grid(grid), {"n": n, "givens": givens}
+
+    @staticmethod
+    def _constraints(n):
+        """The line rules only: a puzzle unique without the distinct-lines rule is unique with it,
+        and leaving it out keeps the search fast (it would tie every pair of lines together)."""
+        def line(vals):
+            return (vals.count(1) <= n // 2 and vals.count(2) <= n // 2
+                    and all(not vals[i] or not vals[i] == vals[i + 1] == vals[i + 2]
+                            for i in range(n - 2)))
+
+        return [([(r, c) for c in range(n)], line) for r in range(n)] + \
+               [([(r, c) for r in range(n)], line) for c in range(n)]
 
     @staticmethod
     def _solution(rng, n):
