@@ -111,6 +111,8 @@ def _hash_path(path: Path, h: "hashlib._Hash") -> None:
 
 def params_values(keys: tuple[str, ...], params_file: Path) -> dict:
     """The values of dotted ``keys`` in ``params_file``; a missing key is an error naming it."""
+    if not keys:
+        return {}
     doc = yaml.safe_load(params_file.read_text()) or {}
     values = {}
     for key in keys:

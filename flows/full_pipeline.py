@@ -98,15 +98,18 @@ def execute_stage(stage: Stage, root: Path = ROOT, force: bool = False, echo=pri
 
 
 @task(name="stage", task_run_name="{name}", cache_policy=NO_CACHE)
-def run_stage(name: str, force: bool = False) -> dict:
+def run_stage(name: str, force: bool = False, root: str = str(ROOT)) -> dict:
     """A Prefect task around ``execute_stage``: returns small metadata, never data."""
     logger = get_run_logger()
-    return execute_stage(_stage(name), force=force, echo=logger.info)
+    return execute_stage(_stage(name), root=Path(root), force=force, echo=logger.info)
 
 
 @flow(name="m1", log_prints=True)
-def full_pipeline(only: list[str] | None = None, force: bool = False) -> list[dict]:
-    """Run the DAG of ``flows.stages`` in dependency order; independent stages run concurrently."""
+def full_pipeline(only: list[str] | None = None, force: bool = False, root: str = str(ROOT)) -> list[dict]:
+    """Run the DAG of ``flows.stages`` in dependency order; independent stages run concurrently.
+
+    ``root`` is the project directory the stages run in (their paths are relative to it).
+    """
     if only:
         unknown = sorted(set(only) - {s.name for s in STAGES})
         if unknown:
@@ -117,7 +120,7 @@ def full_pipeline(only: list[str] | None = None, force: bool = False) -> list[di
             continue
         wait_for = [futures[u] for u in upstream(s, STAGES) if u in futures]
         tags = ["gpu"] if s.gpu else ["cpu"]
-        futures[s.name] = run_stage.with_options(tags=tags).submit(s.name, force, wait_for=wait_for)
+        futures[s.name] = run_stage.with_options(tags=tags).submit(s.name, force, root, wait_for=wait_for)
     results = [f.result() for f in futures.values()]
     for r in results:
         took = "skipped (current)" if r["skipped"] else f"{r['seconds']:.1f}s"

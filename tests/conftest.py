@@ -16,6 +16,7 @@ os.environ.setdefault("HF_HOME", os.path.join(_STATE, "hf"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import torch  # noqa: E402
 

@@ -88,3 +88,82 @@ def test_failed_stage_leaves_no_stamp_and_names_its_log(project: Path):
     assert not execute_stage(stage, root=project, echo=lambda _: None)["skipped"]
     stamp = json.loads((project / "runs/stamps/a.json").read_text())
     assert stamp["fingerprint"] == fingerprint(stage, project)
+
+
+def _two_stage_project(tmp_path: Path) -> list[Stage]:
+    (tmp_path / "seed.txt").write_text("1\n")
+    (tmp_path / "first.py").write_text(textwrap.dedent("""
+        import pathlib
+        with open("calls.log", "a") as f:
+            f.write("first\\n")
+        pathlib.Path("a.txt").write_text(open("seed.txt").read() + "first\\n")
+    """))
+    (tmp_path / "second.py").write_text(textwrap.dedent("""
+        import os, pathlib, time
+        with open("calls.log", "a") as f:
+            f.write("second\\n")
+        if os.path.exists("hang"):
+            time.sleep(600)
+        pathlib.Path("b.txt").write_text(open("a.txt").read() + "second\\n")
+    """))
+    return [
+        Stage("first", "first", (), deps=("seed.txt",), outs=("a.txt",)),
+        Stage("second", "second", (), deps=("a.txt",), outs=("b.txt",)),
+    ]
+
+
+def test_killed_pipeline_resumes_at_the_interrupted_stage(tmp_path: Path):
+    """Kill a real pipeline process inside its second stage; the rerun skips the first."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _two_stage_project(tmp_path)
+    (tmp_path / "hang").write_text("")
+    driver = tmp_path / "driver.py"
+    driver.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from pathlib import Path
+        from flows.dag import Stage
+        from flows.full_pipeline import execute_stage
+        root = Path({str(tmp_path)!r})
+        stages = [
+            Stage("first", "first", (), deps=("seed.txt",), outs=("a.txt",)),
+            Stage("second", "second", (), deps=("a.txt",), outs=("b.txt",)),
+        ]
+        for s in stages:
+            print(execute_stage(s, root=root, echo=lambda _: None), flush=True)
+    """))
+    proc = subprocess.Popen([sys.executable, str(driver)], cwd=tmp_path, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if "second" in (tmp_path / "calls.log").read_text() if (tmp_path / "calls.log").exists() else False:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (tmp_path / "runs/stamps/first.json").exists()
+    assert not (tmp_path / "runs/stamps/second.json").exists()
+
+    (tmp_path / "hang").unlink()
+    out = subprocess.run([sys.executable, str(driver)], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert "'skipped': True" in out.stdout.splitlines()[0]
+    assert (tmp_path / "b.txt").read_text() == "1\nfirst\nsecond\n"
+    assert (tmp_path / "calls.log").read_text() == "first\nsecond\nsecond\n"
+
+
+def test_prefect_flow_runs_the_dag_and_skips_current_stages(tmp_path: Path, monkeypatch):
+    import flows.full_pipeline as fp
+
+    monkeypatch.setattr(fp, "STAGES", _two_stage_project(tmp_path))
+    first = fp.full_pipeline(root=str(tmp_path))
+    assert [r["skipped"] for r in first] == [False, False]
+    assert (tmp_path / "b.txt").read_text() == "1\nfirst\nsecond\n"
+    (tmp_path / "seed.txt").write_text("2\n")
+    again = fp.full_pipeline(root=str(tmp_path))
+    assert [r["stage"] for r in again] == ["first", "second"]
+    assert [r["skipped"] for r in again] == [False, False]
+    assert fp.full_pipeline(root=str(tmp_path), only=["second"])[0]["skipped"]
