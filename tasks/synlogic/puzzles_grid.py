@@ -78,7 +78,8 @@ def _known_cells(filled: dict[Cell, bool], shown: set[Cell], n: int, on: str, of
         return ""
     rows = ["".join((on if filled[(r, c)] else off) if (r, c) in shown else "?" for c in range(n))
             for r in range(n)]
-    return f"Known cells ('{on}' {'filled' if on == '#' else 'star'}, '{off}' empty, '?' open):\n{_char_rows(rows)}\n"
+    what = "filled" if on == "#" else "star"
+    return f"Known cells ('{on}' {what}, '{off}' empty, '?' open):\n{_char_rows(rows)}\n"
 
 
 def _known_kept(grid: list[str], known: list[list[int]], on: str) -> bool:
@@ -225,7 +226,8 @@ class StarPlacement(SynLogicTask):
         n, region = meta["n"], meta["region"]
         grid = parse_char_grid(answer, n, n, "*.")
         stars = [(r, c) for r in range(n) for c in range(n) if grid[r][c] == "*"]
-        return float(len(stars) == n and _known_kept(grid, meta["known"], "*") and len({r for r, _ in stars}) == n
+        return float(len(stars) == n and _known_kept(grid, meta["known"], "*")
+                     and len({r for r, _ in stars}) == n
                      and len({c for _, c in stars}) == n
                      and len({region[r][c] for r, c in stars}) == n
                      and not any(abs(r1 - r2) <= 1 and abs(c1 - c2) <= 1
@@ -483,10 +485,10 @@ class Nonogram(SynLogicTask):
         filled = {(r, c): fill[r][c] for r in range(n) for c in range(n)}
         shown = _reveal_by_logic(rng, filled, lines)
         fmt = lambda runs: " ".join(map(str, runs)) or "0"  # noqa: E731
+        row_clues, col_clues = "\n".join(fmt(r) for r in rows), "\n".join(fmt(c) for c in cols)
         question = (f"Nonogram on a {n}x{n} grid: each clue lists, in order, the lengths of the "
                     f"runs of filled cells in that row or column (0 for none).\n"
-                    f"Rows (top to bottom):\n" + "\n".join(fmt(r) for r in rows) + "\n"
-                    f"Columns (left to right):\n" + "\n".join(fmt(c) for c in cols) + "\n"
+                    f"Rows (top to bottom):\n{row_clues}\nColumns (left to right):\n{col_clues}\n"
                     f"{_known_cells(filled, shown, n, '#', '.')}"
                     f"Answer with the grid, one row per line, '#' for filled and '.' for empty. "
                     f"{ANSWER_TAGS}")
