@@ -178,21 +178,21 @@ def time_sdpa(T, backward):
 def sweep(decay):
     say("## Tile sweep at 64K tokens (ms, median)")
     say("")
-    say("| chunk | BV | warps | stages | forward | fwd + bwd |")
-    say("|---|---|---|---|---|---|")
+    say("| chunk | BV | warps | stages | segment waves | forward | fwd + bwd |")
+    say("|---|---|---|---|---|---|---|")
     best = None
-    for C, BV, w, s in [(64, 64, 4, 2), (64, 64, 4, 3), (64, 64, 8, 2), (64, 32, 4, 2), (64, 32, 2, 2),
-                        (64, 128, 8, 2), (128, 64, 8, 2), (128, 32, 4, 2), (32, 64, 4, 2)]:
-        chunk_mod.CONFIG.update(BV=BV, num_warps=w, num_stages=s)
+    for C, BV, w, s, waves in [(64, 64, 4, 3, 0), (64, 64, 4, 3, 4), (64, 64, 4, 3, 8), (64, 64, 8, 2, 4),
+                               (128, 64, 8, 2, 4), (64, 32, 4, 3, 4), (64, 128, 8, 2, 4)]:
+        chunk_mod.CONFIG.update(BT=C, BV=BV, num_warps=w, num_stages=s, waves=waves)
         try:
             fwd = time_ours(65536, decay, False, C)
             fb = time_ours(65536, decay, True, C)
         except Exception as e:  # a tile that does not fit (registers, shared memory) is reported, not fatal
-            say(f"| {C} | {BV} | {w} | {s} | failed: {type(e).__name__} | |")
+            say(f"| {C} | {BV} | {w} | {s} | {waves} | failed: {type(e).__name__} | |")
             continue
-        say(f"| {C} | {BV} | {w} | {s} | {fwd:.3f} | {fb:.3f} |")
+        say(f"| {C} | {BV} | {w} | {s} | {waves} | {fwd:.3f} | {fb:.3f} |")
         if best is None or fwd + fb / 3 < best[0]:
-            best = (fwd + fb / 3, C, dict(BV=BV, num_warps=w, num_stages=s))
+            best = (fwd + fb / 3, C, dict(BT=C, BV=BV, num_warps=w, num_stages=s, waves=waves))
     chunk_mod.CONFIG.update(best[2])
     say(f"\nchosen: chunk {best[1]}, {best[2]}\n")
     return best[1]

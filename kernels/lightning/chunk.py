@@ -24,9 +24,12 @@ import torch
 import triton
 import triton.language as tl
 
-# (block of value columns, warps, pipeline stages) for Dk = Dv = 128 on an H200; measured by
-# bench/lightning.py (see docs/LOG.md, ### kernels). Smaller heads take the same settings.
-CONFIG = {"BV": 64, "num_warps": 4, "num_stages": 2}
+# Tile settings for Dk = Dv = 128 on an H200, chosen by the sweep in bench/lightning.py (docs/LOG.md,
+# ### kernels): tokens per chunk, the block of value columns, warps, pipeline stages, and the waves
+# of programs a long sequence is cut into when (value blocks x sequences x heads) would leave more
+# than half the device idle (at B=1, H=64 the grid fills it and segments measured slower).
+CONFIG = {"BT": 64, "BV": 64, "num_warps": 4, "num_stages": 3, "waves": 1}
+MIN_SEGMENT = 2048  # tokens; shorter segments cost more in the extra state pass than they gain
 
 
 @triton.jit
@@ -35,11 +38,12 @@ def _chunk_kernel(
     k,  # [B*T, H, K]
     v,  # [B*T, H, V]
     o,  # [B*T, H, V]
-    h0,  # [N, H, K, V] fp32 state before the first (REVERSE: after the last) token
+    h0,  # [G, N, H, K, V] fp32 state before the first (REVERSE: after the last) token of each segment
     ht,  # [N, H, K, V] fp32 state after the last (REVERSE: before the first) token
     decay,  # [H] fp32, lambda = exp(-decay)
     cu_seqlens,  # [N + 1] int32 sequence starts when VARLEN
     T,
+    SEG,  # tokens per segment (program axis 2) when not VARLEN
     H: tl.constexpr,
     K: tl.constexpr,
     V: tl.constexpr,
@@ -51,14 +55,14 @@ def _chunk_kernel(
     VARLEN: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_v, i_nh, i_g = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
     if VARLEN:
         bos = tl.load(cu_seqlens + i_n).to(tl.int64)
         eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
     else:
-        bos = i_n.to(tl.int64) * T
-        eos = bos + T
+        bos = i_n.to(tl.int64) * T + i_g * SEG
+        eos = tl.minimum(bos + SEG, i_n.to(tl.int64) * T + T)
     L = (eos - bos).to(tl.int32)
     s = tl.load(decay + i_h).to(tl.float32)
 
@@ -73,9 +77,9 @@ def _chunk_kernel(
     m_intra = tl.where(dist >= 0, tl.exp(-s * tl.maximum(dist, 0).to(tl.float32)), 0.0)  # [BT, BT]
 
     b_h = tl.zeros([K, BV], dtype=tl.float32)
-    p_state = i_nh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :]
+    p_state = o_k[:, None] * V + o_v[None, :]
     if USE_H0:
-        b_h += tl.load(h0 + p_state)
+        b_h += tl.load(h0 + (i_g * tl.num_programs(1) + i_nh).to(tl.int64) * K * V + p_state)
 
     NT = tl.cdiv(L, BT)
     for it in range(0, NT):
@@ -88,7 +92,7 @@ def _chunk_kernel(
         m_t = o_t < c
         row = (bos + start + o_t).to(tl.int64) * H + i_h  # [BT] token-head rows
         b_q = tl.load(q + row[:, None] * K + o_k[None, :], mask=m_t[:, None], other=0.0)  # [BT, K]
-        b_k = tl.load(k + row[:, None] * K + o_k[None, :], mask=m_t[:, None], other=0.0)  # [BT, K]
+        b_kt = tl.load(k + row[None, :] * K + o_k[:, None], mask=m_t[None, :], other=0.0)  # [K, BT]
         b_v = tl.load(v + row[:, None] * V + o_v[None, :], mask=m_t[:, None], other=0.0)  # [BT, BV]
         if REVERSE:
             # o_i sees the state of the tokens after the chunk through lambda^(c-i); k_j enters
@@ -98,50 +102,133 @@ def _chunk_kernel(
         else:
             d_q = tl.exp(-s * (o_t + 1).to(tl.float32))
             d_k = tl.exp(-s * tl.maximum(c - 1 - o_t, 0).to(tl.float32))
-        b_s = tl.dot(b_q, tl.trans(b_k), input_precision=PRECISION) * m_intra  # [BT, BT]
-        b_o = tl.dot(b_s.to(b_v.dtype), b_v, input_precision=PRECISION)  # [BT, BV]
-        b_qd = (b_q * d_q[:, None]).to(b_q.dtype)
-        b_o = tl.dot(b_qd, b_h.to(b_q.dtype), acc=b_o, input_precision=PRECISION)
+        # The per-row decay of q is applied to q S's rows, so q feeds both products unchanged.
+        b_o = tl.dot(b_q, b_h.to(b_q.dtype), input_precision=PRECISION) * d_q[:, None]  # [BT, BV]
+        b_s = tl.dot(b_q, b_kt, input_precision=PRECISION) * m_intra  # [BT, BT]
+        b_o = tl.dot(b_s.to(b_v.dtype), b_v, acc=b_o, input_precision=PRECISION)
         tl.store(o + row[:, None] * V + o_v[None, :], b_o.to(o.dtype.element_ty), mask=m_t[:, None])
-        b_kd = (b_k * d_k[:, None]).to(b_k.dtype)
-        b_h = tl.dot(
-            tl.trans(b_kd), b_v, acc=b_h * tl.exp(-s * c.to(tl.float32)), input_precision=PRECISION
-        )
+        b_kd = (b_kt * d_k[None, :]).to(b_kt.dtype)
+        b_h = tl.dot(b_kd, b_v, acc=b_h * tl.exp(-s * c.to(tl.float32)), input_precision=PRECISION)
     if STORE_HT:
-        tl.store(ht + p_state, b_h)
+        tl.store(ht + i_nh.to(tl.int64) * K * V + p_state, b_h)
+
+
+@triton.jit
+def _segment_state_kernel(
+    k,  # [B*T, H, K]
+    v,  # [B*T, H, V]
+    hs,  # [G, B, H, K, V] fp32: each segment's own contribution to the state at its far end
+    decay,
+    T,
+    SEG,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BV: tl.constexpr,
+    REVERSE: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    i_v, i_nh, i_g = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos = i_n.to(tl.int64) * T + i_g * SEG
+    L = tl.minimum(SEG, T - i_g * SEG)
+    s = tl.load(decay + i_h).to(tl.float32)
+    o_t = tl.arange(0, BT)
+    o_k = tl.arange(0, K)
+    o_v = i_v * BV + tl.arange(0, BV)
+    b_h = tl.zeros([K, BV], dtype=tl.float32)
+    for start in range(0, L, BT):
+        m_t = (start + o_t) < L
+        row = (bos + start + o_t).to(tl.int64) * H + i_h
+        b_kt = tl.load(k + row[None, :] * K + o_k[:, None], mask=m_t[None, :], other=0.0)  # [K, BT]
+        b_v = tl.load(v + row[:, None] * V + o_v[None, :], mask=m_t[:, None], other=0.0)  # [BT, BV]
+        if REVERSE:
+            w = tl.exp(-s * (start + o_t).to(tl.float32))
+        else:
+            w = tl.exp(-s * tl.maximum(L - 1 - start - o_t, 0).to(tl.float32))
+        b_h = tl.dot((b_kt * w[None, :]).to(b_kt.dtype), b_v, acc=b_h, input_precision=PRECISION)
+    tl.store(hs + (i_g * tl.num_programs(1) + i_nh).to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], b_h)
+
+
+@triton.jit
+def _segment_scan_kernel(
+    hs,  # [G, B, H, K, V] fp32 segment contributions
+    h0,  # [B, H, K, V] fp32 state before the sequence (REVERSE: after it)
+    hi,  # [G, B, H, K, V] fp32 out: state entering each segment
+    ht,  # [B, H, K, V] fp32 out: state after the whole sequence
+    decay,
+    T,
+    SEG,
+    G,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BV: tl.constexpr,
+    REVERSE: tl.constexpr,
+    USE_H0: tl.constexpr,
+    STORE_HT: tl.constexpr,
+):
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    NH = tl.num_programs(1)
+    s = tl.load(decay + i_nh % H).to(tl.float32)
+    p = tl.arange(0, K)[:, None] * V + (i_v * BV + tl.arange(0, BV))[None, :]
+    b_h = tl.zeros([K, BV], dtype=tl.float32)
+    if USE_H0:
+        b_h += tl.load(h0 + i_nh.to(tl.int64) * K * V + p)
+    for it in range(0, G):
+        if REVERSE:
+            i_g = G - 1 - it
+        else:
+            i_g = it
+        off = (i_g * NH + i_nh).to(tl.int64) * K * V
+        tl.store(hi + off + p, b_h)
+        n = tl.minimum(SEG, T - i_g * SEG)
+        b_h = b_h * tl.exp(-s * n.to(tl.float32)) + tl.load(hs + off + p)
+    if STORE_HT:
+        tl.store(ht + i_nh.to(tl.int64) * K * V + p, b_h)
+
+
+def _n_segments(T, programs, device, chunk_size):
+    """Segments per sequence: 1 unless the grid would fill less than half the device."""
+    n_sm = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+    if not CONFIG["waves"] or T < 2 * MIN_SEGMENT or 2 * programs > n_sm:
+        return 1, T
+    G = min(triton.cdiv(T, MIN_SEGMENT), triton.cdiv(CONFIG["waves"] * n_sm, programs))
+    seg = triton.cdiv(triton.cdiv(T, G), chunk_size) * chunk_size
+    return triton.cdiv(T, seg), seg
 
 
 def _chunk_pass(q, k, v, decay, h0, cu_seqlens, reverse, store_state, chunk_size):
-    """One pass of ``_chunk_kernel``: q, k [B, T, H, K]; v [B, T, H, V] -> (o [B, T, H, V], state)."""
+    """One pass of ``_chunk_kernel``: q, k [B, T, H, K]; v [B, T, H, V] -> (o [B, T, H, V], state).
+
+    Without ``cu_seqlens`` a long sequence is cut into G segments that run in parallel: each
+    segment's own state contribution first (k and v read once more), a scan over segments for the
+    state entering each, then the chunk kernel per segment from that state.
+    """
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
     o = torch.empty_like(v)
     ht = q.new_empty(N, H, K, V, dtype=torch.float32) if store_state else None
     BV = min(CONFIG["BV"], V)
+    NV = triton.cdiv(V, BV)
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
-    _chunk_kernel[(triton.cdiv(V, BV), N * H)](
-        q,
-        k,
-        v,
-        o,
-        h0,
-        ht,
-        decay,
-        cu_seqlens,
-        T,
-        H=H,
-        K=K,
-        V=V,
-        BT=chunk_size,
-        BV=BV,
-        REVERSE=reverse,
-        USE_H0=h0 is not None,
-        STORE_HT=store_state,
-        VARLEN=cu_seqlens is not None,
-        PRECISION=precision,
-        num_warps=CONFIG["num_warps"],
-        num_stages=CONFIG["num_stages"],
+    meta = dict(H=H, K=K, V=V, BV=BV, REVERSE=reverse, PRECISION=precision, num_warps=CONFIG["num_warps"])
+    G, seg = (1, T) if cu_seqlens is not None else _n_segments(T, NV * N * H, q.device, chunk_size)
+    if G > 1:
+        hs = q.new_empty(G, N, H, K, V, dtype=torch.float32)
+        _segment_state_kernel[(NV, N * H, G)](k, v, hs, decay, T, seg, BT=chunk_size, **meta)
+        hi = torch.empty_like(hs)
+        _segment_scan_kernel[(NV, N * H)](
+            hs, h0, hi, ht, decay, T, seg, G, H=H, K=K, V=V, BV=BV, REVERSE=reverse,
+            USE_H0=h0 is not None, STORE_HT=store_state, num_warps=CONFIG["num_warps"],
+        )
+        h0, store_state = hi, False
+    _chunk_kernel[(NV, N * H, G)](
+        q, k, v, o, h0, ht, decay, cu_seqlens, T, seg,
+        BT=chunk_size, USE_H0=h0 is not None, STORE_HT=store_state, VARLEN=cu_seqlens is not None,
+        num_stages=CONFIG["num_stages"], **meta,
     )
     return o, ht
 
@@ -178,7 +265,7 @@ def chunk_lightning_attn(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Lightning attention through the Triton kernel; see ``kernels.lightning_attn`` for shapes.
 
@@ -207,5 +294,5 @@ def chunk_lightning_attn(
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     decay = decay.to(device=q.device, dtype=torch.float32).detach().contiguous()
     return ChunkLightningAttn.apply(
-        q, k, v, decay, initial_state, cu_seqlens, output_final_state, chunk_size
+        q, k, v, decay, initial_state, cu_seqlens, output_final_state, chunk_size or CONFIG["BT"]
     )

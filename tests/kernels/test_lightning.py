@@ -64,6 +64,26 @@ def test_chunk_matches_recurrence(poisoned, B, T, H, Dk, Dv, chunk, dtype, with_
         assert rel_err(x.grad, g) < tol, name
 
 
+@pytest.mark.parametrize("T,chunk,with_h0", [(257, 16, True), (200, 32, False)])
+def test_segmented_matches_recurrence(poisoned, monkeypatch, T, chunk, with_h0):
+    """A long sequence on a device it would not fill runs as parallel segments (state pass, scan,
+    chunk pass from each segment's entering state), in both directions."""
+    import kernels.lightning.chunk as chunk_mod
+
+    monkeypatch.setattr(chunk_mod, "MIN_SEGMENT", 32)
+    monkeypatch.setitem(chunk_mod.CONFIG, "waves", 4)
+    assert chunk_mod._n_segments(T, 2, torch.device("cpu"), chunk)[0] > 2
+    leaves, decay = _inputs(1, T, 2, 16, 16, torch.float32, with_h0)
+    h0 = leaves[3] if with_h0 else None
+    o, ht = chunk_lightning_attn(*leaves[:3], decay, h0, output_final_state=True, chunk_size=chunk)
+    do, dht = torch.randn_like(o), torch.randn_like(ht)
+    ((o * do).sum() + (ht * dht).sum()).backward()
+    ro, rht, rgrads = _oracle(leaves, decay, do, dht)
+    assert rel_err(o, ro) < 1e-5 and rel_err(ht, rht) < 1e-5
+    for name, x, g in zip("q k v h0".split(), leaves, rgrads):
+        assert rel_err(x.grad, g) < 1e-5, name
+
+
 def test_gradient_without_final_state(poisoned):
     """The usual training call: no final state, the upstream gradient reaches o only."""
     leaves, decay = _inputs(1, 45, 2, 16, 16, torch.float32, False)
