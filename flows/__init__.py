@@ -12,4 +12,6 @@ _ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PREFECT_HOME", str(_ROOT / ".prefect"))
 os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(_ROOT / ".prefect" / "results"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The embedded API server migrates its SQLite database on first start; 20 s is too short on 2 cores.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{_ROOT / 'mlflow.db'}")

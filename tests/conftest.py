@@ -10,6 +10,7 @@ import pytest
 _STATE = tempfile.mkdtemp(prefix="m1-tests-")
 os.environ.setdefault("PREFECT_HOME", os.path.join(_STATE, "prefect"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", os.path.join(_STATE, "prefect-results"))
 os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{os.path.join(_STATE, 'mlflow.db')}")
 os.environ.setdefault("HF_HOME", os.path.join(_STATE, "hf"))
