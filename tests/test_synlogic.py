@@ -17,8 +17,8 @@ from tasks.synlogic import TASKS
 from tasks.synlogic.arithmetic_games import evaluate_expression
 from tasks.synlogic.base import (SynLogicTask, canon, grid_solutions, parse_coords, parse_int_grid,
                                   parse_ints)
-from tasks.synlogic.puzzles_grid import (Norinori, StarPlacement, _has_perfect_matching, _line_solve,
-                                         _placements, _runs)
+from tasks.synlogic.puzzles_grid import (Norinori, StarPlacement, Survo, _has_perfect_matching,
+                                         _line_solve, _placements, _runs)
 from tasks.synlogic.puzzles_latin import (Binairo, _cage_partial, _skyline_constraints, _visible,
                                           count_sudoku_solutions, latin_solutions)
 
@@ -157,6 +157,31 @@ def test_binary_grid_puzzles_have_one_solution():
         givens = {(r, c): v + 1 for r, c, v in item["metadata"]["givens"]}
         sols = grid_solutions(cells, [1, 2], givens, Binairo._constraints(n), limit=3, budget=10**6)
         assert [[s[cell] - 1 for cell in cells] for s in sols] == [parse_ints(item["answer"])]
+
+
+def test_survo_and_minesweeper_have_one_solution():
+    for item in TASKS["survo"].generate(2, seed=5, difficulty=5):
+        meta = item["metadata"]
+        (m, n), givens = meta["shape"], {(r, c): v for r, c, v in meta["givens"]}
+        cells = [(r, c) for r in range(m) for c in range(n)]
+        missing = sorted(set(range(1, m * n + 1)) - set(givens.values()))
+        sols = grid_solutions(cells, missing, givens, Survo._constraints(m, n, meta["rows"], meta["cols"]),
+                              limit=3, budget=10**6)
+        assert [[s[cell] for cell in cells] for s in sols] == [parse_ints(item["answer"])]
+    for item in TASKS["minesweeper"].generate(2, seed=5, difficulty=4):
+        meta, n = item["metadata"], item["metadata"]["n"]
+        shown = {(r, c): v for r, c, v in meta["revealed"]}
+        unknown = sorted((r, c) for r in range(n) for c in range(n) if (r, c) not in shown)
+        exactly = lambda k: lambda vals: vals.count(2) <= k <= vals.count(2) + vals.count(0)  # noqa: E731
+        constraints = [(unknown, exactly(meta["mines"]))]
+        for (r, c), v in shown.items():
+            near = [(rr, cc) for rr in range(r - 1, r + 2) for cc in range(c - 1, c + 2)
+                    if (rr, cc) in set(unknown)]
+            constraints.append((near, exactly(v)))
+        sols = grid_solutions(unknown, [1, 2], {}, constraints, limit=3, budget=10**6)
+        assert len(sols) == 1
+        mines = sorted((r + 1, c + 1) for (r, c), v in sols[0].items() if v == 2)
+        assert mines == parse_coords(item["answer"])
 
 
 def test_line_logic_puzzles_are_determined_by_their_clues():

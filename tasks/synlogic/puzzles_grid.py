@@ -135,16 +135,25 @@ class Survo(SynLogicTask):
     name = "survo"
     any_valid = True
     difficulty_range = (1, 5)
-    knobs = "grid 2x3 to 4x4 and the number of hidden cells"
+    knobs = "grid 2x3 to 4x4 and hidden cells 3-10 (fewer where needed for a unique solution)"
     _levels = [(2, 3, 3), (3, 3, 4), (3, 4, 6), (3, 4, 8), (4, 4, 10)]
 
     def make(self, rng, difficulty):
         m, n, n_hidden = level(difficulty, self._levels)
         values = rng.sample(range(1, m * n + 1), m * n)
         grid = [values[r * n:(r + 1) * n] for r in range(m)]
-        hidden = set(rng.sample([(r, c) for r in range(m) for c in range(n)], n_hidden))
-        givens = [[r, c, grid[r][c]] for r in range(m) for c in range(n) if (r, c) not in hidden]
         rows, cols = [sum(row) for row in grid], [sum(grid[r][c] for r in range(m)) for c in range(n)]
+        cells = [(r, c) for r in range(m) for c in range(n)]
+        constraints = self._constraints(m, n, rows, cols)
+
+        def solve(givens):
+            missing = sorted(set(range(1, m * n + 1)) - set(givens.values()))
+            return grid_solutions(cells, missing, givens, constraints)
+
+        start = set(cells) - set(rng.sample(cells, n_hidden))
+        shown = reveal_until_unique(rng, {(r, c): grid[r][c] for r, c in cells}, start, solve)
+        hidden = set(cells) - shown
+        givens = [[r, c, grid[r][c]] for r in range(m) for c in range(n) if (r, c) not in hidden]
         shown = "\n".join(
             " ".join("." if (r, c) in hidden else str(grid[r][c]) for c in range(n))
             + f" | {rows[r]}" for r in range(m))
@@ -155,6 +164,21 @@ class Survo(SynLogicTask):
                     f"separated by spaces. {ANSWER_TAGS}")
         return question, format_grid(grid), {"shape": [m, n], "givens": givens, "rows": rows,
                                              "cols": cols}
+
+    @staticmethod
+    def _constraints(m, n, rows, cols):
+        def adds_to(target):
+            def ok(vals):  # every open cell adds at least 1
+                return sum(vals) + vals.count(0) <= target and (0 in vals or sum(vals) == target)
+            return ok
+
+        def distinct(vals):
+            placed = [v for v in vals if v]
+            return len(placed) == len(set(placed))
+
+        lines = [([(r, c) for c in range(n)], adds_to(rows[r])) for r in range(m)]
+        lines += [([(r, c) for r in range(m)], adds_to(cols[c])) for c in range(n)]
+        return lines + [([(r, c) for r in range(m) for c in range(n)], distinct)]
 
     def check(self, item, answer):
         meta = item["metadata"]
@@ -310,16 +334,17 @@ class Minesweeper(SynLogicTask):
     name = "minesweeper"
     any_valid = True
     difficulty_range = (1, 5)
-    knobs = "grid 4x4 to 8x8, mine count, share of safe cells revealed"
-    _levels = [(4, 3, 0.9), (5, 5, 0.85), (6, 7, 0.8), (7, 10, 0.75), (8, 13, 0.7)]
+    knobs = "grid 4x4 to 8x8, mines 3-13, safe cells revealed first 50% to 30% (more until unique)"
+    _levels = [(4, 3, 0.5), (5, 5, 0.45), (6, 7, 0.4), (7, 10, 0.35), (8, 13, 0.3)]
 
     def make(self, rng, difficulty):
         n, n_mines, reveal = level(difficulty, self._levels)
         cells = [(r, c) for r in range(n) for c in range(n)]
         mines = sorted(rng.sample(cells, n_mines))
         safe = [cell for cell in cells if cell not in mines]
-        shown = set(rng.sample(safe, round(len(safe) * reveal)))
-        counts = {(r, c): sum(nb in mines for nb in neighbours8(r, c, n, n)) for r, c in shown}
+        count = lambda r, c: sum(nb in mines for nb in neighbours8(r, c, n, n))  # noqa: E731
+        shown = self._reveal(rng, n, set(mines), set(rng.sample(safe, round(len(safe) * reveal))))
+        counts = {(r, c): count(r, c) for r, c in shown}
         board = [[str(counts[(r, c)]) if (r, c) in shown else "?" for c in range(n)]
                  for r in range(n)]
         question = (f"Minesweeper: the {n}x{n} board hides exactly {n_mines} mines under the '?' "
@@ -330,6 +355,25 @@ class Minesweeper(SynLogicTask):
         answer = ", ".join(f"({r + 1},{c + 1})" for r, c in mines)
         return question, answer, {"n": n, "mines": n_mines,
                                   "revealed": [[r, c, v] for (r, c), v in sorted(counts.items())]}
+
+    @staticmethod
+    def _reveal(rng, n, mines, shown):
+        """Reveal more safe cells until the numbers and the mine count leave one mine layout: while
+        another layout fits, a safe cell that it takes for a mine is revealed."""
+        shown = set(shown)
+        while True:
+            unknown = sorted((r, c) for r in range(n) for c in range(n) if (r, c) not in shown)
+            exactly = lambda k: lambda vals: vals.count(2) <= k <= vals.count(2) + vals.count(0)  # noqa: E731
+            constraints = [(unknown, exactly(len(mines)))]
+            for r, c in shown:
+                near = [nb for nb in neighbours8(r, c, n, n) if nb not in shown]
+                constraints.append((near, exactly(sum(nb in mines for nb in near))))
+            sols = grid_solutions(unknown, [1, 2], {}, constraints)
+            if sols is not None and len(sols) == 1:
+                return shown
+            other = next((s for s in sols or [] if any((s[x] == 2) != (x in mines) for x in unknown)), None)
+            pool = [x for x in unknown if x not in mines and (other is None or other[x] == 2)]
+            shown.add(rng.choice(pool))
 
     def check(self, item, answer):
         meta = item["metadata"]
