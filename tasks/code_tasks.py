@@ -294,7 +294,8 @@ _FAMILIES: dict[str, tuple[int, str, Callable, Callable[[str], str]]] = {
                 _in_fib_mod, solve_fib_mod),
     "grid_paths": (4, "The first line holds r and c, then r rows of c characters, '.' free and '#' blocked. "
                       "Moving only right or down, print the number of paths from the top-left to the "
-                      "bottom-right cell modulo 1000000007 (0 if either is blocked).", _in_grid_paths, solve_grid_paths),
+                      "bottom-right cell modulo 1000000007 (0 if either is blocked).",
+                   _in_grid_paths, solve_grid_paths),
 }
 _DRIVER = "\n\nimport sys\nsys.stdout.write(solve(sys.stdin.read()) + \"\\n\")\n"
 

@@ -67,7 +67,8 @@ def test_reference_diff_passes_and_a_bad_diff_does_not_apply(difficulty):
     task = TASKS["swe"]
     item = task.generate(1, seed=1, difficulty=difficulty)[0]
     assert task.verify(item, reply(item["answer"])) == 1.0
-    assert task.evaluate(item, reply("```diff\n--- a/nothing.py\n+++ b/nothing.py\n@@ -1 +1 @@\n-x\n+y\n```")) == "no_apply"
+    elsewhere = "```diff\n--- a/nothing.py\n+++ b/nothing.py\n@@ -1 +1 @@\n-x\n+y\n```"
+    assert task.evaluate(item, reply(elsewhere)) == "no_apply"
     assert task.evaluate(item, "<think>no answer</think>") == "no_apply"
 
 
