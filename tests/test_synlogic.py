@@ -17,7 +17,7 @@ from tasks.synlogic import TASKS
 from tasks.synlogic.arithmetic_games import evaluate_expression
 from tasks.synlogic.base import (SynLogicTask, canon, grid_solutions, parse_coords, parse_int_grid,
                                   parse_ints)
-from tasks.synlogic.puzzles_grid import (Norinori, StarPlacement, Survo, _has_perfect_matching,
+from tasks.synlogic.puzzles_grid import (Campsite, Norinori, StarPlacement, Survo, _has_perfect_matching,
                                          _line_solve, _placements, _runs)
 from tasks.synlogic.puzzles_latin import (Binairo, _cage_partial, _skyline_constraints, _visible,
                                           count_sudoku_solutions, latin_solutions)
@@ -182,6 +182,21 @@ def test_survo_and_minesweeper_have_one_solution():
         assert len(sols) == 1
         mines = sorted((r + 1, c + 1) for (r, c), v in sols[0].items() if v == 2)
         assert mines == parse_coords(item["answer"])
+
+
+def test_campsite_has_one_solution():
+    for item in TASKS["campsite"].generate(3, seed=5, difficulty=4):
+        meta, n = item["metadata"], item["metadata"]["n"]
+        trees = [tuple(t) for t in meta["trees"]]
+        spots = sorted({(r + dr, c + dc) for r, c in trees for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1))
+                        if 0 <= r + dr < n and 0 <= c + dc < n} - set(trees))
+        givens = {(r, c): v + 1 for r, c, v in meta["known"]}
+        sols = grid_solutions(spots, [1, 2], givens,
+                              Campsite._constraints(n, trees, spots, meta["rows"], meta["cols"]),
+                              limit=3, budget=10**6)
+        grid = [row.replace(" ", "") for row in item["answer"].splitlines()]
+        assert [{x: v for x, v in sol.items()} for sol in sols] == [
+            {(r, c): 2 if grid[r][c] == "C" else 1 for r, c in spots}]
 
 
 def test_line_logic_puzzles_are_determined_by_their_clues():

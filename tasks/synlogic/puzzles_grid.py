@@ -282,7 +282,7 @@ class Campsite(SynLogicTask):
     name = "campsite"
     any_valid = True
     difficulty_range = (1, 5)
-    knobs = "grid 5-9 and the number of trees"
+    knobs = "grid 5-9 and trees 4-13 (cells revealed until unique)"
     _levels = [(5, 4), (6, 6), (7, 8), (8, 10), (9, 13)]
 
     def make(self, rng, difficulty):
@@ -301,19 +301,42 @@ class Campsite(SynLogicTask):
                 trees.append(rng.choice(spots))
         rows = [sum(1 for r, _ in tents if r == i) for i in range(n)]
         cols = [sum(1 for _, c in tents if c == i) for i in range(n)]
+        spots = sorted({nb for t in trees for nb in neighbours4(*t, n, n)} - set(trees))
+        shown = reveal_until_unique(
+            rng, {cell: 2 if cell in tents else 1 for cell in spots}, set(),
+            lambda givens: grid_solutions(spots, [1, 2], givens,
+                                          self._constraints(n, trees, spots, rows, cols)))
         board = [["T" if (r, c) in trees else "." for c in range(n)] for r in range(n)]
+        known_board = [["T" if (r, c) in trees else "." if (r, c) not in shown
+                        else "C" if (r, c) in tents else "-" for c in range(n)] for r in range(n)]
+        known_text = " 'C' is a tent already placed, '-' a cell known to hold none." if shown else ""
         question = (f"Campsite: the {n}x{n} grid shows trees (T). Place one tent next to each tree "
                     f"(above, below, left or right of it), each tent belonging to a different "
                     f"tree; no two tents may touch, not even diagonally; each row and column must "
-                    f"hold the number of tents given.\n{format_grid(board)}\n"
+                    f"hold the number of tents given.{known_text}\n{format_grid(known_board)}\n"
                     f"Tents per row (top to bottom): {' '.join(map(str, rows))}\n"
                     f"Tents per column (left to right): {' '.join(map(str, cols))}\n"
                     f"Answer with the grid, one row per line: 'T' for trees, 'C' for tents, '.' "
                     f"for empty. {ANSWER_TAGS}")
         answer = _char_rows(["".join("C" if (r, c) in tents else board[r][c] for c in range(n))
                              for r in range(n)])
+        known = [[r, c, int((r, c) in tents)] for r, c in sorted(shown)]
         return question, answer, {"n": n, "trees": [list(t) for t in trees], "rows": rows,
-                                  "cols": cols}
+                                  "cols": cols, "known": known}
+
+    @staticmethod
+    def _constraints(n, trees, spots, rows, cols):
+        """Tents go only next to trees (``spots``); the tent-to-tree pairing is relaxed to 'every
+        tree has a tent beside it', so a puzzle unique under these rules is unique under all."""
+        exactly = lambda k: lambda vals: vals.count(2) <= k <= vals.count(2) + vals.count(0)  # noqa: E731
+        some = lambda vals: vals.count(2) + vals.count(0) >= 1  # noqa: E731
+        apart = lambda vals: vals != [2, 2]  # noqa: E731
+        spot_set = set(spots)
+        out = [([x for x in spots if x[0] == i], exactly(rows[i])) for i in range(n)]
+        out += [([x for x in spots if x[1] == i], exactly(cols[i])) for i in range(n)]
+        out += [([nb for nb in neighbours4(*t, n, n) if nb in spot_set], some) for t in trees]
+        return out + [([x, nb], apart) for x in spots for nb in neighbours8(*x, n, n)
+                      if nb in spot_set and nb > x]
 
     def check(self, item, answer):
         meta = item["metadata"]
@@ -324,7 +347,8 @@ class Campsite(SynLogicTask):
             return 0.0
         tents = [(r, c) for r in range(n) for c in range(n) if grid[r][c] == "C"]
         return float(
-            [row.count("C") for row in grid] == meta["rows"]
+            _known_kept(grid, meta["known"], "C")
+            and [row.count("C") for row in grid] == meta["rows"]
             and [sum(grid[r][c] == "C" for r in range(n)) for c in range(n)] == meta["cols"]
             and not any(grid[rr][cc] == "C" for r, c in tents for rr, cc in neighbours8(r, c, n, n))
             and _has_perfect_matching(tents, trees))
