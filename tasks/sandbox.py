@@ -8,7 +8,9 @@ Python source string, ``run_command`` an argv (a test suite); both return a ``Sa
 How a run is confined (this local backend needs root; ``tasks.sandbox_docker`` is the production one):
 
 - its own session and process group, started by a small launcher (this file run as a script, so no
-  ``preexec_fn`` runs in a threaded caller) that then execs the program;
+  ``preexec_fn`` runs in a threaded caller) that forks the program as PID 1 of a new PID namespace:
+  when the program exits the kernel kills everything left in the namespace, and a parent-death
+  signal chains caller -> launcher -> program, so a caller killed mid-run leaves nothing running;
 - new network namespace (only a downed loopback: no connection leaves it, not even to 127.0.0.1);
 - new mount namespace in which ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock``, ``/root``,
   ``/home``, this repository and the venv are empty root-owned tmpfs, with only the scratch
@@ -43,17 +45,15 @@ import sys
 
 SETUP_FAILED = 125  # launcher exit code when confinement itself failed (never the program's fault)
 _SETUP_MARK = "sandbox setup failed:"
-_CLONE_NEWNS = 0x00020000
-_CLONE_NEWNET = 0x40000000
+_CLONE_NEWNS, _CLONE_NEWPID, _CLONE_NEWNET = 0x00020000, 0x20000000, 0x40000000
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = (
     1, 2, 4, 32, 4096, 16384, 1 << 18)
+_PR_SET_PDEATHSIG = 1
 
 
-def _launch(config: dict) -> None:
+def _confine(config: dict, libc) -> None:
+    """As root in the launcher: new mount, network and PID namespaces; mask and bind directories."""
     import ctypes
-    import resource
-
-    libc = ctypes.CDLL(None, use_errno=True)
 
     def check(ret: int, what: str) -> None:
         if ret != 0:
@@ -63,15 +63,14 @@ def _launch(config: dict) -> None:
         enc = (lambda s: s.encode() if s is not None else None)
         check(libc.mount(enc(src), enc(dst), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {dst}")
 
-    check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET), "unshare")
+    check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID), "unshare")
     mount(None, "/", None, _MS_REC | _MS_PRIVATE)
-    scratch = config["scratch"]
     under = (lambda p, d: p == d or p.startswith(d.rstrip("/") + "/"))
     masks = [d for d in config["mask_dirs"] if os.path.isdir(d) and not os.path.islink(d)]
     masks = [d for d in masks if not any(under(d, m) and d != m for m in masks)]  # outermost only
     under_mask = (lambda p: any(under(p, m) for m in masks))
     # open what must stay visible before the masks hide it; bind it back at the same path after
-    binds = [(scratch, False)] + [(p, True) for p in dict.fromkeys(config["binds_ro"]) if under_mask(p)]
+    binds = [(config["scratch"], False)] + [(p, True) for p in dict.fromkeys(config["binds_ro"]) if under_mask(p)]
     fds = [(os.open(p, os.O_PATH), p, ro) for p, ro in binds]
     for d in masks:
         mount("tmpfs", d, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=755")
@@ -81,7 +80,14 @@ def _launch(config: dict) -> None:
         if ro:
             mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID)
         os.close(fd)
-    os.chdir(scratch)
+
+
+def _drop(config: dict, libc) -> None:
+    """In the program's process: limits, then the run's uid, then death with the launcher."""
+    import resource
+    import signal
+
+    os.chdir(config["scratch"])
     for name, value in config["rlimits"].items():
         kind = getattr(resource, f"RLIMIT_{name}")
         hard = value + 1 if name == "CPU" else value  # SIGXCPU at the soft limit, SIGKILL a second later
@@ -89,20 +95,51 @@ def _launch(config: dict) -> None:
     os.setgroups([])
     os.setgid(config["uid"])
     os.setuid(config["uid"])
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["--launch"]:
-    cfg = json.loads(sys.argv[2])
+def _launch(config: dict) -> None:
+    """Confine, fork the program as PID 1 of the new PID namespace, wait, exit as it did.
+
+    When that PID 1 exits, the kernel kills everything else in its namespace; when the caller dies
+    the launcher dies (parent-death signal), and with it PID 1 and the namespace.
+    """
+    import ctypes
+    import resource
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     try:
-        _launch(cfg)
+        _confine(config, libc)
     except Exception as exc:  # noqa: BLE001  (reported to the caller as a setup failure)
         sys.stderr.write(f"{_SETUP_MARK} {type(exc).__name__}: {exc}\n")
         sys.exit(SETUP_FAILED)
-    try:
-        os.execve(cfg["exe"], cfg["argv"], cfg["env"])
-    except OSError as exc:
-        sys.stderr.write(f"cannot run {cfg['argv'][0]!r}: {exc}\n")
-        sys.exit(127)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _drop(config, libc)
+        except Exception as exc:  # noqa: BLE001
+            sys.stderr.write(f"{_SETUP_MARK} {type(exc).__name__}: {exc}\n")
+            sys.stderr.flush()
+            os._exit(SETUP_FAILED)
+        try:
+            os.execve(config["exe"], config["argv"], config["env"])
+        except OSError as exc:
+            sys.stderr.write(f"cannot run {config['argv'][0]!r}: {exc}\n")
+            sys.stderr.flush()
+            os._exit(127)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):  # die of the same signal, so the caller sees what the program saw
+        sig = os.WTERMSIG(status)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    sys.exit(os.waitstatus_to_exitcode(status) if not os.WIFSIGNALED(status) else 128 + os.WTERMSIG(status))
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--launch"]:
+    _launch(json.loads(sys.argv[2]))
 
 # ---------------------------------------------------------------------------------------------
 # The caller's side.

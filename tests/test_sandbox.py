@@ -136,6 +136,35 @@ def test_repository_and_installed_packages_are_hidden():
     assert r.status == "ok" and r.stdout.strip() == "[False, False]"
 
 
+def test_program_dies_with_a_killed_caller(tmp_path):
+    # a caller SIGKILLed mid-run (a crashed RL driver) leaves nothing running: the launcher dies
+    # with its caller, the program with the launcher, and the PID namespace with the program
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    uid = 150000 + os.getpid() % 10000  # a range of one: this run's uid is known in advance
+    caller = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+              "from tasks.sandbox import Limits, run\n"
+              f"run('import os, time\\nif os.fork() == 0:\\n    os.setsid()\\ntime.sleep(600)',"
+              f" limits=Limits(timeout_s=300, memory_mb=256, uid_base={uid}, uid_count=1))\n")
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen([sys.executable, "-c", caller, root], env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        deadline = time.monotonic() + 60
+        while len(live_processes(uid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(live_processes(uid)) == 2  # the program and its setsid'd child
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while live_processes(uid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live_processes(uid) == []
+
+
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="local or docker"):
         run("pass", limits=Limits(backend="chroot"))
