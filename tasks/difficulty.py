@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from tasks.curate.io import ROW, StageWriter, batches, load_params, scan, stage_cli
+from tasks.curate.io import ROW, StageWriter, batches, exits_cleanly, load_params, scan, stage_cli
 
 DEFAULTS: dict[str, Any] = {
     "k": 10,
@@ -143,18 +143,18 @@ def difficulty(
     """Write each item's pass@k rate and keep those strictly between ``lower`` and ``upper``."""
     if not 0.0 <= lower < upper <= 1.0:
         raise ValueError(f"difficulty bounds: need 0 <= lower < upper <= 1, got lower={lower}, upper={upper}")
+    lf = scan(input_path)  # bad input fails before a model is loaded
     if policy is None:
         if model_dir is None:
             raise ValueError("difficulty: pass a policy or a model_dir (HF-format checkpoint + tokenizer)")
         policy = EnginePolicy(model_dir, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                               batch_size=batch_size, seed=seed)
-    lf = scan(input_path)
     writer = StageWriter(output_dir, "difficulty", input_path)
     prompts_per_call = max(1, batch_size // k)
     total = lf.select(pl.len()).collect().item()
     template, hist = None, np.zeros(k + 1, np.int64)
     with tqdm(total=total, desc=f"difficulty pass@{k}", unit="item") as bar:
-        for df in batches(lf, chunk_size):
+        for df in batches(lf, chunk_size, input_path):
             rows = df.to_dicts()
             rates = np.zeros(len(rows))
             for lo in range(0, len(rows), prompts_per_call):
@@ -173,6 +173,7 @@ def difficulty(
     )
 
 
+@exits_cleanly
 def main(argv: list[str] | None = None) -> None:
     def extra(ap):
         ap.add_argument("--model", required=True, help="policy directory: HF-format checkpoint + tokenizer")

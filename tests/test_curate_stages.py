@@ -80,8 +80,9 @@ def test_bad_input_is_named(tmp_path):
     bad.write_text('{"question": "q", "answer": "1"}\n{"question": "q2", "answer": \n')
     with pytest.raises(CurateInputError, match=r"b\.jsonl.*line 2"):
         scan(bad)
+    (tmp_path / "x.txt").write_text("")
     with pytest.raises(CurateInputError, match=r"unknown file type"):
-        scan(tmp_path / "x.txt" if (tmp_path / "x.txt").write_text("") == 0 else None)
+        scan(tmp_path / "x.txt")
     with pytest.raises(CurateInputError, match="no such file"):
         scan(tmp_path / "missing.parquet")
 
@@ -201,3 +202,13 @@ def test_questions_stage_rewrites_and_checks_answers_with_math_verify(tmp_path):
     kept, _, _ = outputs(tmp_path / "out")
     assert dict(zip(kept["id"], kept["answer"])) == {"mc": "3/4", "frac": "\\frac{1}{2}"}
     assert report["mc_rewritten"] == 1
+
+
+def test_a_ragged_csv_row_is_named_and_the_command_exits_cleanly(tmp_path, capsys):
+    from tasks.curate.clean import main
+
+    (tmp_path / "r.csv").write_text("question,answer\nWhat is 1+1?,2\nWhat is 2+2?,4,extra\n")
+    with pytest.raises(SystemExit) as e:
+        main(["--input", str(tmp_path / "r.csv"), "--output", str(tmp_path / "out")])
+    assert e.value.code == 2
+    assert "r.csv: cannot read past row" in capsys.readouterr().err

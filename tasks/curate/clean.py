@@ -31,7 +31,7 @@ import polars as pl
 from tqdm import tqdm
 
 from tasks.curate.extract import extract
-from tasks.curate.io import ROW, StageWriter, batches, load_params, scan, stage_cli
+from tasks.curate.io import ROW, StageWriter, batches, exits_cleanly, load_params, scan, stage_cli
 
 DEFAULTS: dict[str, Any] = {
     "unicode_form": "NFC",
@@ -136,7 +136,7 @@ def clean(
     writer = StageWriter(output_dir, "clean", input_path)
     extracted, template = 0, None
     t_extract = 0.0
-    for df in tqdm(batches(lf, chunk_size), desc="clean", unit="batch"):
+    for df in tqdm(batches(lf, chunk_size, input_path), desc="clean", unit="batch"):
         t = time.perf_counter()
         df, n = _extract_batch(df, long_answer_chars)
         t_extract += time.perf_counter() - t
@@ -149,6 +149,7 @@ def clean(
     return writer.close(template.drop(ROW), extracted=extracted, extract_seconds=round(t_extract, 3))
 
 
+@exits_cleanly
 def main(argv: list[str] | None = None) -> None:
     args = stage_cli("clean", __doc__).parse_args(argv)
     params = {**DEFAULTS, **load_params("clean", args.params)}

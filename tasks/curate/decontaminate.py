@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from tasks.curate.io import ROW, StageWriter, batches, load_params, read_texts, scan, stage_cli
+from tasks.curate.io import ROW, StageWriter, batches, exits_cleanly, load_params, read_texts, scan, stage_cli
 from tasks.curate.minhash import dedup_key, number_keys, shingles
 
 DEFAULTS: dict[str, Any] = {
@@ -134,7 +134,7 @@ def decontaminate(
     timing = {"ngram": 0.0, "embedding": 0.0}
     embedded = 0
     template = None
-    for df in tqdm(batches(lf, chunk_size), desc="decontaminate", unit="batch"):
+    for df in tqdm(batches(lf, chunk_size, input_path), desc="decontaminate", unit="batch"):
         t = time.perf_counter()
         norm = df.select(dedup_key(pl.col("question"))).to_series()
         item, hits, frac = index.match(norm, ngram_min_hits)
@@ -179,6 +179,7 @@ def decontaminate(
     )
 
 
+@exits_cleanly
 def main(argv: list[str] | None = None) -> None:
     def extra(ap):
         ap.add_argument("--benchmark", action="append", default=[], help="a test-set file to decontaminate against (repeatable)")

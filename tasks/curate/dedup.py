@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from tasks.curate.io import ROW, StageWriter, batches, load_params, read_texts, scan, stage_cli
+from tasks.curate.io import ROW, StageWriter, batches, exits_cleanly, load_params, read_texts, scan, stage_cli
 from tasks.curate.minhash import (
     MinHasher,
     components,
@@ -154,7 +154,7 @@ def dedup(
     ref_h, ref_sig = keys_and_sigs(pl.Series(ref_texts, dtype=pl.String))
     hs, sigs, questions, sources = [ref_h], [ref_sig], [], []
     has_source = "source" in lf.collect_schema()
-    for df in tqdm(batches(lf.select(ROW, "question", *(["source"] if has_source else [])), chunk_size),
+    for df in tqdm(batches(lf.select(ROW, "question", *(["source"] if has_source else [])), chunk_size, input_path),
                    desc="dedup: hash", unit="batch"):
         h, sig = keys_and_sigs(df["question"])
         hs.append(h)
@@ -214,7 +214,7 @@ def dedup(
 
     template = None
     in_reason = reason[r:]
-    for df in tqdm(batches(lf, chunk_size), desc="dedup: write", unit="batch"):
+    for df in tqdm(batches(lf, chunk_size, input_path), desc="dedup: write", unit="batch"):
         writer.write(df, list(in_reason[df[ROW].to_numpy()]))
         template = df if template is None else template
     rej = np.flatnonzero(dup_of[r:] >= 0)
@@ -241,6 +241,7 @@ def dedup(
     )
 
 
+@exits_cleanly
 def main(argv: list[str] | None = None) -> None:
     def extra(ap):
         ap.add_argument("--sft", default=None, help="SFT set (JSONL/Parquet/CSV, question column) to keep RL data apart from")

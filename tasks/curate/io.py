@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -101,9 +102,23 @@ def scan(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED) -> pl.La
     )
 
 
-def batches(lf: pl.LazyFrame, chunk_size: int = 65536) -> Iterator[pl.DataFrame]:
-    """Stream ``lf`` in chunks of about ``chunk_size`` rows, in order (larger-than-memory inputs work)."""
-    for df in lf.collect_batches(chunk_size=chunk_size):
+def batches(lf: pl.LazyFrame, chunk_size: int = 65536, path: str | os.PathLike = "input") -> Iterator[pl.DataFrame]:
+    """Stream ``lf`` in chunks of about ``chunk_size`` rows, in order (larger-than-memory inputs work).
+
+    A read error past the schema (a ragged CSV line, a corrupt Parquet page) surfaces here as a
+    CurateInputError naming the row reached.
+    """
+    seen = 0
+    it = iter(lf.collect_batches(chunk_size=chunk_size))
+    while True:
+        try:
+            df = next(it)
+        except StopIteration:
+            return
+        except Exception as e:  # polars' compute and I/O errors
+            raise CurateInputError(f"{path}: cannot read past row {seen}: "
+                                   f"{str(e).splitlines()[0]}") from e
+        seen += df.height
         if df.height:
             yield df
 
@@ -198,6 +213,21 @@ class StageWriter:
         }
         (self.out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         return report
+
+
+def exits_cleanly(main):
+    """Decorate a ``main``: bad input ends the command with its one-line message and status 2, no traceback."""
+    import functools
+
+    @functools.wraps(main)
+    def wrapped(argv=None):
+        try:
+            return main(argv)
+        except CurateInputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapped
 
 
 def stage_cli(stage: str, doc: str, extra_args=None):

@@ -106,7 +106,7 @@ class MinHasher:
         self.a = rng.integers(1, 2**63, num_perm, dtype=np.uint64) | np.uint64(1)  # odd multipliers
         self.b = rng.integers(0, 2**63, num_perm, dtype=np.uint64)
 
-    def signatures(self, doc: np.ndarray, h: np.ndarray, n_docs: int, chunk: int = 1 << 20) -> np.ndarray:
+    def signatures(self, doc: np.ndarray, h: np.ndarray, n_docs: int, chunk: int = 1 << 18) -> np.ndarray:
         """[n_docs, num_perm] uint32 minima; a doc without shingles gets all 0xFFFFFFFF."""
         sig = np.full((n_docs, self.num_perm), np.iinfo(np.uint32).max, np.uint32)
         x = ((h >> np.uint64(32)) ^ h) & np.uint64(0xFFFFFFFF)  # fold 64-bit shingle hashes to 32-bit keys

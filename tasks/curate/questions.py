@@ -31,7 +31,7 @@ from typing import Any
 import polars as pl
 from tqdm import tqdm
 
-from tasks.curate.io import ROW, StageWriter, batches, load_params, scan, stage_cli
+from tasks.curate.io import ROW, StageWriter, batches, exits_cleanly, load_params, scan, stage_cli
 
 DEFAULTS: dict[str, Any] = {"parse_timeout_s": 5.0, "chunk_size": 4096}
 
@@ -129,7 +129,7 @@ def questions(
     lf = scan(input_path)
     writer = StageWriter(output_dir, "questions", input_path)
     rewritten, template = 0, None
-    for df in tqdm(batches(lf, chunk_size), desc="questions", unit="batch"):
+    for df in tqdm(batches(lf, chunk_size, input_path), desc="questions", unit="batch"):
         qs, ans, reasons = [], [], []
         for q, a in zip(df["question"].fill_null("").to_list(), df["answer"].fill_null("").to_list()):
             reason, q2, a2 = classify(q, a)
@@ -145,6 +145,7 @@ def questions(
     return writer.close((template if template is not None else lf.head(0).collect()).drop(ROW), mc_rewritten=rewritten)
 
 
+@exits_cleanly
 def main(argv: list[str] | None = None) -> None:
     args = stage_cli("questions", __doc__).parse_args(argv)
     params = {**DEFAULTS, **load_params("questions", args.params)}
