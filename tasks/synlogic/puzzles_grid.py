@@ -1,8 +1,10 @@
 """Shading and placement puzzles on a grid: Kakurasu, Survo, Star placement, Campsite,
 Minesweeper, Norinori, Numbrix, Nonogram.
 
-As for the Latin puzzles, the solution is drawn first and the clues are read off it; verifiers
-check the rules and clues, so any valid solution earns 1.0.
+As for the Latin puzzles, the solution is drawn first and the clues are read off it; then cells
+(Minesweeper: numbers) are revealed until a solver, or for Kakurasu and Nonogram line-by-line
+deduction, finds that solution alone. Numbrix alone may keep several solutions. Verifiers check
+the rules, clues and revealed cells, so any valid solution earns 1.0.
 """
 
 from __future__ import annotations
@@ -86,6 +88,11 @@ def _known_kept(grid: list[str], known: list[list[int]], on: str) -> bool:
     return all((grid[r][c] == on) == bool(v) for r, c, v in known)
 
 
+def _exactly(k: int):
+    """Solver constraint: exactly k of the cells filled (value 2), counting open cells as either."""
+    return lambda vals: vals.count(2) <= k <= vals.count(2) + vals.count(0)
+
+
 class Kakurasu(SynLogicTask):
     name = "kakurasu"
     any_valid = True
@@ -154,12 +161,12 @@ class Survo(SynLogicTask):
         shown = reveal_until_unique(rng, {(r, c): grid[r][c] for r, c in cells}, start, solve)
         hidden = set(cells) - shown
         givens = [[r, c, grid[r][c]] for r in range(m) for c in range(n) if (r, c) not in hidden]
-        shown = "\n".join(
+        board = "\n".join(
             " ".join("." if (r, c) in hidden else str(grid[r][c]) for c in range(n))
             + f" | {rows[r]}" for r in range(m))
         question = (f"Survo puzzle: fill the {m}x{n} grid so that it holds each number 1-{m * n} "
                     f"exactly once, each row adds up to the number after '|' and each column to "
-                    f"the number below it.\n{shown}\n{' '.join(map(str, cols))}\n"
+                    f"the number below it.\n{board}\n{' '.join(map(str, cols))}\n"
                     f"Answer with the full grid (without the sums), one row per line, numbers "
                     f"separated by spaces. {ANSWER_TAGS}")
         return question, format_grid(grid), {"shape": [m, n], "givens": givens, "rows": rows,
@@ -328,12 +335,11 @@ class Campsite(SynLogicTask):
     def _constraints(n, trees, spots, rows, cols):
         """Tents go only next to trees (``spots``); the tent-to-tree pairing is relaxed to 'every
         tree has a tent beside it', so a puzzle unique under these rules is unique under all."""
-        exactly = lambda k: lambda vals: vals.count(2) <= k <= vals.count(2) + vals.count(0)  # noqa: E731
         some = lambda vals: vals.count(2) + vals.count(0) >= 1  # noqa: E731
         apart = lambda vals: vals != [2, 2]  # noqa: E731
         spot_set = set(spots)
-        out = [([x for x in spots if x[0] == i], exactly(rows[i])) for i in range(n)]
-        out += [([x for x in spots if x[1] == i], exactly(cols[i])) for i in range(n)]
+        out = [([x for x in spots if x[0] == i], _exactly(rows[i])) for i in range(n)]
+        out += [([x for x in spots if x[1] == i], _exactly(cols[i])) for i in range(n)]
         out += [([nb for nb in neighbours4(*t, n, n) if nb in spot_set], some) for t in trees]
         return out + [([x, nb], apart) for x in spots for nb in neighbours8(*x, n, n)
                       if nb in spot_set and nb > x]
@@ -366,9 +372,8 @@ class Minesweeper(SynLogicTask):
         cells = [(r, c) for r in range(n) for c in range(n)]
         mines = sorted(rng.sample(cells, n_mines))
         safe = [cell for cell in cells if cell not in mines]
-        count = lambda r, c: sum(nb in mines for nb in neighbours8(r, c, n, n))  # noqa: E731
         shown = self._reveal(rng, n, set(mines), set(rng.sample(safe, round(len(safe) * reveal))))
-        counts = {(r, c): count(r, c) for r, c in shown}
+        counts = {(r, c): sum(nb in mines for nb in neighbours8(r, c, n, n)) for r, c in shown}
         board = [[str(counts[(r, c)]) if (r, c) in shown else "?" for c in range(n)]
                  for r in range(n)]
         question = (f"Minesweeper: the {n}x{n} board hides exactly {n_mines} mines under the '?' "
@@ -387,15 +392,15 @@ class Minesweeper(SynLogicTask):
         shown = set(shown)
         while True:
             unknown = sorted((r, c) for r in range(n) for c in range(n) if (r, c) not in shown)
-            exactly = lambda k: lambda vals: vals.count(2) <= k <= vals.count(2) + vals.count(0)  # noqa: E731
-            constraints = [(unknown, exactly(len(mines)))]
+            constraints = [(unknown, _exactly(len(mines)))]
             for r, c in shown:
                 near = [nb for nb in neighbours8(r, c, n, n) if nb not in shown]
-                constraints.append((near, exactly(sum(nb in mines for nb in near))))
+                constraints.append((near, _exactly(sum(nb in mines for nb in near))))
             sols = grid_solutions(unknown, [1, 2], {}, constraints)
             if sols is not None and len(sols) == 1:
                 return shown
-            other = next((s for s in sols or [] if any((s[x] == 2) != (x in mines) for x in unknown)), None)
+            other = next((s for s in sols or [] if any((s[x] == 2) != (x in mines) for x in unknown)),
+                         None)
             pool = [x for x in unknown if x not in mines and (other is None or other[x] == 2)]
             shown.add(rng.choice(pool))
 

@@ -1,8 +1,9 @@
 """Latin-square puzzles: Sudoku, Futoshiki, Skyscraper, Calcudoku, Binairo.
 
-Each generator draws a complete solution first and then reveals clues about it, so every puzzle
-is solvable; each verifier checks the grid against the rules and the clues, so any valid
-solution (not only the one drawn) earns 1.0.
+Each generator draws a complete solution first and reveals clues about it, so every puzzle is
+solvable, then reveals cells until a solver finds that solution alone (``latin_solutions``, a
+depth-first search with forward checking and a node budget; ``count_sudoku_solutions``; Binairo
+through ``grid_solutions``). Each verifier checks the grid against the rules and the clues.
 """
 
 from __future__ import annotations
