@@ -18,7 +18,7 @@ from tasks.synlogic.arithmetic_games import evaluate_expression
 from tasks.synlogic.base import (SynLogicTask, canon, grid_solutions, parse_coords, parse_int_grid,
                                   parse_ints)
 from tasks.synlogic.puzzles_grid import (Campsite, Norinori, StarPlacement, Survo, _has_perfect_matching,
-                                         _line_solve, _placements, _runs)
+                                         _line_solve, _placements, _runs, numbrix_solutions)
 from tasks.synlogic.puzzles_latin import (Binairo, _cage_partial, _skyline_constraints, _visible,
                                           count_sudoku_solutions, latin_solutions)
 
@@ -182,6 +182,17 @@ def test_survo_and_minesweeper_have_one_solution():
         assert len(sols) == 1
         mines = sorted((r + 1, c + 1) for (r, c), v in sols[0].items() if v == 2)
         assert mines == parse_coords(item["answer"])
+
+
+def test_numbrix_has_one_solution():
+    # directed Hamiltonian paths: 8 on the 2x2 grid, 40 on the 3x3 grid
+    assert len(numbrix_solutions(2, {}, limit=100, budget=10**6)) == 8
+    assert len(numbrix_solutions(3, {}, limit=100, budget=10**6)) == 40
+    for item in TASKS["numbrix"].generate(2, seed=5, difficulty=4):
+        n = item["metadata"]["n"]
+        sols = numbrix_solutions(n, {(r, c): v for r, c, v in item["metadata"]["givens"]},
+                                 limit=3, budget=10**6)
+        assert [[s[(r, c)] for r in range(n) for c in range(n)] for s in sols] == [parse_ints(item["answer"])]
 
 
 def test_campsite_has_one_solution():

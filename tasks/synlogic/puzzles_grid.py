@@ -3,8 +3,7 @@ Minesweeper, Norinori, Numbrix, Nonogram.
 
 As for the Latin puzzles, the solution is drawn first and the clues are read off it; then cells
 (Minesweeper: numbers) are revealed until a solver, or for Kakurasu and Nonogram line-by-line
-deduction, finds that solution alone. Numbrix alone may keep several solutions. Verifiers check
-the rules, clues and revealed cells, so any valid solution earns 1.0.
+deduction, finds that solution alone. Verifiers check the rules, clues and revealed cells.
 """
 
 from __future__ import annotations
@@ -480,15 +479,60 @@ class Norinori(SynLogicTask):
             sum(grid[rr][cc] == "#" for rr, cc in neighbours4(r, c, n, n)) == 1 for r, c in shaded))
 
 
+def numbrix_solutions(n: int, givens: dict[Cell, int], limit: int = 2,
+                      budget: int = 5000) -> list[dict[Cell, int]] | None:
+    """Up to ``limit`` Numbrix fillings (cell -> 1..n*n) that keep ``givens``; None past ``budget``
+    search nodes. The path grows from 1; a cell is tried for k only if the next given number is
+    still reachable from it: within its Manhattan distance, with the same parity (the grid is
+    bipartite)."""
+    total = n * n
+    cell_of = {k: cell for cell, k in givens.items()}
+    next_given = [0] * (total + 2)  # next_given[k]: the smallest given number >= k (0: none)
+    for k in range(total, 0, -1):
+        next_given[k] = k if k in cell_of else next_given[k + 1]
+    taken: dict[Cell, int] = {}
+    found: list[dict[Cell, int]] = []
+    nodes = 0
+
+    def fits(cell, k):
+        if cell in taken or givens.get(cell, k) != k or cell_of.get(k, cell) != cell:
+            return False
+        j = next_given[k + 1] if k < total else 0
+        if j:
+            gap = abs(cell[0] - cell_of[j][0]) + abs(cell[1] - cell_of[j][1])
+            return gap <= j - k and (j - k - gap) % 2 == 0
+        return True
+
+    def grow(cell, k):
+        nonlocal nodes
+        nodes += 1
+        taken[cell] = k
+        if k == total:
+            found.append(dict(taken))
+        else:
+            for nb in neighbours4(*cell, n, n):
+                if len(found) >= limit or nodes > budget:
+                    break
+                if fits(nb, k + 1):
+                    grow(nb, k + 1)
+        del taken[cell]
+
+    for r in range(n):
+        for c in range(n):
+            if fits((r, c), 1) and len(found) < limit and nodes <= budget:
+                grow((r, c), 1)
+    return None if nodes > budget else found
+
+
 class Numbrix(SynLogicTask):
     name = "numbrix"
     any_valid = True
     difficulty_range = (1, 5)
-    knobs = "grid 3-7 and the share of numbers revealed"
-    _levels = [(3, 0.5), (4, 0.45), (5, 0.4), (6, 0.35), (7, 0.3)]
+    knobs = "grid 3-7 and the share of numbers revealed first, 40% to 15% (more until unique)"
+    _levels = [(3, 0.4), (4, 0.3), (5, 0.25), (6, 0.2), (7, 0.15)]
 
     def make(self, rng, difficulty):
-        n, shown = level(difficulty, self._levels)
+        n, share = level(difficulty, self._levels)
         path = [(r, c if r % 2 == 0 else n - 1 - c) for r in range(n) for c in range(n)]
         for _ in range(n * n * 20):
             # backbite: join the end to a neighbour on the path and reverse the part after it
@@ -502,10 +546,11 @@ class Numbrix(SynLogicTask):
         grid = [[0] * n for _ in range(n)]
         for k, (r, c) in enumerate(path):
             grid[r][c] = k + 1
-        keep = set(rng.sample(range(n * n), max(2, round(n * n * shown))))
-        givens = [[r, c, grid[r][c]] for r in range(n) for c in range(n) if grid[r][c] - 1 in keep]
-        board = [["." if grid[r][c] - 1 not in keep else str(grid[r][c]) for c in range(n)]
-                 for r in range(n)]
+        start = set(rng.sample(path, max(2, round(n * n * share))))
+        shown = reveal_until_unique(rng, {cell: k + 1 for k, cell in enumerate(path)}, start,
+                                    lambda givens: numbrix_solutions(n, givens))
+        givens = [[r, c, grid[r][c]] for r, c in sorted(shown)]
+        board = [[str(grid[r][c]) if (r, c) in shown else "." for c in range(n)] for r in range(n)]
         question = (f"Numbrix: fill the {n}x{n} grid with the numbers 1-{n * n}, each once, so that "
                     f"consecutive numbers are in cells that share a side (a path from 1 to "
                     f"{n * n}). Keep the given numbers.\n{format_grid(board)}\n"
