@@ -128,6 +128,10 @@ def test_dynamic_sampling_and_overlong_penalty():
     assert batch.groups == ["b"] and batch.dropped == 2 and not batch.full
     batch.add(["d", "e"], torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
     assert batch.groups == ["b", "d"] and batch.full  # "e" beyond the target is not kept
+    assert batch.finish() == (["b", "d"], 0)
+    short = GroupBatch(target=3, dynamic=True)
+    short.add(["a", "b", "c"], rewards)
+    assert short.finish() == (["b", "a", "c"], 2)  # bound reached: topped up with zero-advantage groups
     static = GroupBatch(target=3, dynamic=False)
     static.add(["a", "b", "c"], rewards)
     assert static.full and static.dropped == 0

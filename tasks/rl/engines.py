@@ -8,6 +8,7 @@ single-device. Every trainer exposes the same small surface to the driver: ``mod
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -64,8 +65,12 @@ class DeepSpeedTrainer(TorchTrainer):
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            backend = "gloo" if os.environ.get("DS_ACCELERATOR") == "cpu" or not torch.cuda.is_available() else "nccl"
-            deepspeed.init_distributed(dist_backend=backend)
+            on_cpu = os.environ.get("DS_ACCELERATOR") == "cpu" or not torch.cuda.is_available()
+            if on_cpu:
+                # DeepSpeed's CPU shared-memory all-reduce is a C++ extension compiled on first use
+                # (minutes on a busy CPU, cached under the home directory); gloo alone suffices here.
+                importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+            deepspeed.init_distributed(dist_backend="gloo" if on_cpu else "nccl")
         self._dist = dist
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(betas), eps=adam_eps, weight_decay=weight_decay)
         config = {

@@ -242,7 +242,7 @@ def train_rl(cfg: RLConfig) -> dict[str, float]:
                 trust_region_mask=cfg.trust_region_mask, normalization=cfg.normalization,
             )
             upd["grad_norm"].append(trainer.step(loss))
-            upd["loss"].append(float(loss))
+            upd["loss"].append(loss.item())
             for k, v in lm.items():
                 upd[k].append(v)
         train_seconds = time.perf_counter() - t1

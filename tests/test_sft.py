@@ -1,0 +1,58 @@
+"""SFT on the arithmetic task's worked solutions, for a tiny HF Llama and for our M1 tiny preset."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tasks.arithmetic import worked_solution
+from tasks.rl.policy import encode_prompt, load_policy
+from tasks.rl.tracking import read_metrics
+from tasks.sft import SFTConfig, load_sft_config, sft_pairs, train_sft
+
+LLAMA = {"arch": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+         "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 128}
+
+
+def test_worked_solution_format():
+    assert worked_solution(347, 589) == "<think>7+9+0=16 4+8+1=13 3+5+1=9</think><answer>936</answer>"
+    assert worked_solution(95, 7) == "<think>5+7+0=12 9+0+1=10</think><answer>102</answer>"
+
+
+def test_sft_llama_lowers_loss_and_saves_a_loadable_policy(tmp_path):
+    cfg = SFTConfig(model=LLAMA, difficulty=2, examples=200, steps=40, batch_size=16, lr=3e-3,
+                    warmup_steps=5, log_every=10, vocab_size=300, out_dir=str(tmp_path))
+    train_sft(cfg)
+    rows = read_metrics(tmp_path)
+    assert [r["step"] for r in rows] == [10, 20, 30, 40]
+    assert rows[-1]["sft/loss"] < 0.6 * rows[0]["sft/loss"]
+    model, tok = load_policy(tmp_path / "policy")
+    assert type(model).__name__ == "LlamaForCausalLM"
+    from model.generation import SamplingParams, TorchEngine
+
+    out = TorchEngine(model, pad_token_id=tok.pad_token_id).generate(
+        [encode_prompt(tok, "12+34=")], SamplingParams(max_new_tokens=8), generator=torch.Generator().manual_seed(0)
+    )
+    assert 1 <= len(out.tokens[0]) <= 8 and len(out.logprobs[0]) == len(out.tokens[0])
+
+
+def test_sft_m1_tiny_one_step(tmp_path):
+    cfg = SFTConfig(model={"arch": "m1", "preset": "tiny"}, difficulty=1, examples=16, steps=1,
+                    batch_size=4, log_every=1, vocab_size=300, out_dir=str(tmp_path))
+    metrics = train_sft(cfg)
+    assert torch.isfinite(torch.tensor(metrics["sft/loss"]))
+    model, _ = load_policy(tmp_path / "policy")
+    assert type(model).__name__ == "M1ForCausalLM"
+
+
+def test_sft_config_and_data_errors(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("sft:\n  steps: 7\n  batch: 3\n")
+    with pytest.raises(ValueError, match="unknown sft settings \\['batch'\\]"):
+        load_sft_config(params)
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text(json.dumps({"question": "1+1="}) + "\n")
+    with pytest.raises(ValueError, match="pairs.jsonl:1: a row needs"):
+        sft_pairs(SFTConfig(data=str(bad)))
