@@ -40,41 +40,45 @@ class Bounds:
     strong_pass: dict[int, float] = field(default_factory=dict)  # pass@k per level evaluated
 
 
+def lower_bound(rate: Callable[[int], Sequence[float]], levels: Sequence[int],
+                max_base_rate: float = 0.5) -> tuple[int, dict[int, float]]:
+    """The lowest level whose mean base pass rate lies in (0, max_base_rate], scanning upwards and
+    stopping there; the fallbacks of the module docstring otherwise. Also the rates seen."""
+    ordered = sorted(levels)
+    if not ordered:
+        raise ValueError("no difficulty levels to calibrate")
+    seen: dict[int, float] = {}
+    for lv in ordered:
+        seen[lv] = mean(rate(lv))
+        if 0.0 < seen[lv] <= max_base_rate:
+            return lv, seen
+    failed = [lv for lv in ordered if seen[lv] == 0.0]
+    return (failed[0] if failed else ordered[-1]), seen
+
+
+def upper_bound(rate: Callable[[int], Sequence[float]], levels: Sequence[int],
+                low: int) -> tuple[int, dict[int, float]]:
+    """The highest level (not below ``low``) where the strong policy's pass@k is above 0, scanning
+    downwards and stopping there; ``low`` when there is none. Also the pass@k seen per level.
+
+    Each per-item share is over k samples, so an item's pass@k is 1 when its share is above 0
+    and the level's pass@k is the mean over items."""
+    seen: dict[int, float] = {}
+    for lv in sorted((lv for lv in levels if lv >= low), reverse=True):
+        seen[lv] = mean(float(r > 0.0) for r in rate(lv))
+        if seen[lv] > 0.0:
+            return lv, seen
+    return low, seen
+
+
 def calibrate(pass_rate: PassRate, levels: dict[str, Sequence[int]], *, base: str = "base",
               strong: str = "strong", max_base_rate: float = 0.5) -> dict[str, Bounds]:
-    """Each task's ``[low, high]`` from the two policies' pass rates over its levels.
-
-    ``pass_rate`` returns, per item, the share of correct samples; for the strong policy each share
-    is over k samples, so an item's pass@k is 1 when its share is above 0 and the task's pass@k is
-    the mean over items. The base model is scanned from the easiest level up and the strong policy
-    from the hardest down, each stopping at the first level that decides its bound.
-    """
+    """Each task's ``[low, high]`` from the two policies' pass rates over its levels."""
     out = {}
     for task, task_levels in levels.items():
-        ordered = sorted(task_levels)
-        if not ordered:
-            raise ValueError(f"no difficulty levels to calibrate for task {task!r}")
-        base_rate: dict[int, float] = {}
-        low = None
-        for lv in ordered:
-            base_rate[lv] = mean(pass_rate(task, lv, base))
-            if 0.0 < base_rate[lv] <= max_base_rate:
-                low = lv
-                break
-        if low is None:
-            failed = [lv for lv in ordered if base_rate[lv] == 0.0]
-            low = failed[0] if failed else ordered[-1]
-        strong_pass: dict[int, float] = {}
-        high = None
-        for lv in reversed(ordered):
-            if lv < low:
-                break
-            strong_pass[lv] = mean(float(r > 0.0) for r in pass_rate(task, lv, strong))
-            if strong_pass[lv] > 0.0:
-                high = lv
-                break
-        out[task] = Bounds(low=low, high=low if high is None else high, base_rate=base_rate,
-                           strong_pass=strong_pass)
+        low, base_rate = lower_bound(lambda lv: pass_rate(task, lv, base), task_levels, max_base_rate)
+        high, strong_pass = upper_bound(lambda lv: pass_rate(task, lv, strong), task_levels, low)
+        out[task] = Bounds(low=low, high=high, base_rate=base_rate, strong_pass=strong_pass)
     return out
 
 
@@ -207,16 +211,25 @@ def main(argv: list[str] | None = None) -> dict[str, Bounds]:
     unknown = [t for t in names if t not in synlogic]
     if unknown:
         raise SystemExit(f"--tasks: unknown SynLogic task(s) {unknown}; known: {', '.join(synlogic)}")
-    policies = {"base": ModelPolicy.load(args.base, settings, args.device),
-                "strong": ModelPolicy.load(args.strong, settings, args.device)}
-    rate = policy_pass_rate(policies, {"base": settings["base_samples"],
-                                       "strong": settings["strong_samples"]},
+    # one checkpoint in memory at a time: every lower bound first, then every upper bound
+    lows: dict[str, tuple[int, dict[int, float]]] = {}
+    policy = ModelPolicy.load(args.base, settings, args.device)
+    rate = policy_pass_rate({"base": policy}, {"base": settings["base_samples"]},
+                            items=settings["items"], seed=settings["seed"])
+    for task in tqdm(names, desc="calibrate base"):
+        lo, hi = TASKS[task].difficulty_range
+        lows[task] = lower_bound(lambda lv: rate(task, lv, "base"), range(lo, hi + 1),
+                                 settings["max_base_rate"])
+    del policy, rate
+    policy = ModelPolicy.load(args.strong, settings, args.device)
+    rate = policy_pass_rate({"strong": policy}, {"strong": settings["strong_samples"]},
                             items=settings["items"], seed=settings["seed"])
     results = {}
-    for task in tqdm(names, desc="calibrate"):
+    for task in tqdm(names, desc="calibrate strong"):
         lo, hi = TASKS[task].difficulty_range
-        results.update(calibrate(rate, {task: range(lo, hi + 1)},
-                                 max_base_rate=settings["max_base_rate"]))
+        low, base_rate = lows[task]
+        high, strong_pass = upper_bound(lambda lv: rate(task, lv, "strong"), range(lo, hi + 1), low)
+        results[task] = Bounds(low=low, high=high, base_rate=base_rate, strong_pass=strong_pass)
     full = {n: TASKS[n].difficulty_range for n in synlogic}
     write_bounds(args.params, {t: (b.low, b.high) for t, b in results.items()}, full)
     for task, b in results.items():
