@@ -292,6 +292,13 @@ def test_unique_answer_families_compare_canonical_text():
     assert TASKS["web_of_lies"].verify(web, wrap("no, yes")) == 0.0
 
 
+def test_object_properties_counts_never_go_negative():
+    # taking one of a thing away twice must stop at zero, not count -1
+    answers = [int(it["answer"]) for seed in range(40)
+               for it in TASKS["object_properties"].generate(2, seed, 5)]
+    assert min(answers) >= 0 and max(answers) > 0
+
+
 def test_clue_helpers_by_hand():
     assert _visible([2, 1, 3]) == 2 and _visible([4, 3, 2, 1]) == 1 and _visible([1, 2, 3, 4]) == 4
     assert _runs([1, 1, 0, 1, 0, 0, 1, 1, 1]) == [2, 1, 3] and _runs([0, 0]) == []

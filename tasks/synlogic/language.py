@@ -185,9 +185,9 @@ class ObjectProperties(SynLogicTask):
                 story.append(f"I remove all the {colour} things.")
                 groups = [g for g in groups if g[1] != colour]
             else:
-                thing = rng.choice([t for _, _, t in groups] or _THINGS)
-                story.append(f"I take away one {thing} of each colour.")
-                groups = [[k - 1 if t == thing else k, c, t] for k, c, t in groups]
+                thing = rng.choice([t for k, _, t in groups if k] or _THINGS)
+                story.append(f"I take away one {thing} of each colour that has one left.")
+                groups = [[max(k - 1, 0) if t == thing else k, c, t] for k, c, t in groups]
             if not groups:
                 break
         if rng.random() < 0.5:
