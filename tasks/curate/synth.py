@@ -163,26 +163,24 @@ _MALFORMED = [
     ("fence", lambda q, a: (q + "\n```python\nprint(1)\n", a)),
     ("mojibake", lambda q, a: (q.replace(" ", " â€™", 1).replace("e", "Ã©", 1), a)),
 ]
+_VERBS = {"what": "Which", "find": "Give", "compute": "Calculate", "determine": "Find"}
 _TYPOS = {"What": "Waht", "the": "teh", "is": "si", "and": "adn", "of": "fo", "Find": "Fnid", "How": "Hwo"}
 
 
 def _near_edit(q: str, r: random.Random) -> str:
-    """A small surface edit: a typo, an inserted filler word, or a changed word; numbers untouched."""
+    """A small surface edit that survives normalisation: a typo, an inserted filler word, or a
+    changed leading verb; numbers untouched."""
     words = q.split()
     kind = r.randrange(3)
     spots = [i for i, w in enumerate(words) if w in _TYPOS]
+    verbs = [i for i, w in enumerate(words) if w.lower() in _VERBS]
     if kind == 0 and spots:
         i = r.choice(spots)
         words[i] = _TYPOS[words[i]]
-    elif kind == 1:
-        words.insert(r.randrange(1, len(words)), r.choice(["please", "now", "exactly", "then"]))
+    elif kind == 2 and verbs:
+        words[verbs[0]] = _VERBS[words[verbs[0]].lower()]
     else:
-        cand = [i for i, w in enumerate(words) if w.lower() in ("what", "find", "compute", "how", "determine")]
-        if cand:
-            words[cand[0]] = {"what": "Which", "find": "Give", "compute": "Calculate", "how": "How",
-                              "determine": "Find"}[words[cand[0]].lower()]
-        else:
-            words.insert(0, "Question:")
+        words.insert(r.randrange(1, len(words)), r.choice(["please", "now", "exactly", "then"]))
     return " ".join(words)
 
 
