@@ -106,7 +106,7 @@ def _confine(config: dict, libc: _Libc) -> None:
         _map_ids(0, host_uid, host_gid)
     libc.mount(None, "/", None, _MS_REC | _MS_PRIVATE)
     under = (lambda p, d: p == d or p.startswith(d.rstrip("/") + "/"))
-    masks = [d for d in config["mask_dirs"] if os.path.isdir(d) and not os.path.islink(d)]
+    masks = [d for d in dict.fromkeys(config["mask_dirs"]) if os.path.isdir(d) and not os.path.islink(d)]
     masks = [d for d in masks if not any(under(d, m) and d != m for m in masks)]  # outermost only
     under_mask = (lambda p: any(under(p, m) for m in masks))
     # open what must stay visible before the masks hide it; bind it back at the same path after

@@ -52,8 +52,12 @@ def run_command(argv: list[str], *, stdin: str = "", files: dict[str, str | byte
     scratch = run_dir / "scratch"
     scratch.mkdir()
     try:
-        _write_files(scratch, files or {}, 65534)
-        os.chown(scratch, 65534, 65534)
+        owner = 65534 if os.geteuid() == 0 else None  # the container's user must write there
+        _write_files(scratch, files or {}, owner)
+        if owner is not None:
+            os.chown(scratch, owner, owner)
+        else:
+            os.chmod(scratch, 0o777)
         cmd = [docker, "run", "--name", name, "-i", "--network", "none", "--user", "65534:65534",
                "--memory", f"{memory_mb}m", "--memory-swap", f"{memory_mb}m", "--cpus", "1",
                "--pids-limit", str(limits.max_processes), "--cap-drop", "ALL",
