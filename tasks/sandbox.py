@@ -50,7 +50,6 @@ import sys
 # before the rest of the module (and its imports) is even read.
 
 SETUP_FAILED = 125  # launcher exit code when confinement itself failed (never the program's fault)
-_SETUP_MARK = "sandbox setup failed:"
 _CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_NOATIME, _MS_NODIRATIME, _MS_BIND = (
     1, 2, 4, 8, 32, 1024, 2048, 4096)
@@ -165,12 +164,18 @@ def _launch(config: dict) -> None:
     libc.die_with_parent()
     if os.getppid() != config["caller_pid"]:  # the caller died before the line above took effect
         sys.exit(SETUP_FAILED)
-    ns_note = open(config["ns_file"], "w")  # opened before /tmp and the rest are masked
+    # the launcher's notes to the caller: a file the program cannot reach (opened before the masks
+    # hide it, closed on exec), so a program cannot fake a setup failure by what it prints
+    note = os.open(config["note_file"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+
+    def fail(exc: Exception) -> None:
+        os.write(note, f"setup-failed {type(exc).__name__}: {exc}\n".encode())
+        os._exit(SETUP_FAILED)
+
     try:
         _confine(config, libc)
     except Exception as exc:  # noqa: BLE001  (reported to the caller as a setup failure)
-        sys.stderr.write(f"{_SETUP_MARK} {type(exc).__name__}: {exc}\n")
-        sys.exit(SETUP_FAILED)
+        fail(exc)
     alive_r, alive_w = os.pipe()  # the launcher holds the write end: EOF means it has died
     pid = os.fork()
     if pid == 0:
@@ -180,9 +185,7 @@ def _launch(config: dict) -> None:
         try:
             _drop(config, libc)
         except Exception as exc:  # noqa: BLE001
-            sys.stderr.write(f"{_SETUP_MARK} {type(exc).__name__}: {exc}\n")
-            sys.stderr.flush()
-            os._exit(SETUP_FAILED)
+            fail(exc)
         if select.select([alive_r], [], [], 0)[0]:  # the launcher died before our death signal was set
             os._exit(SETUP_FAILED)
         try:
@@ -192,8 +195,7 @@ def _launch(config: dict) -> None:
             sys.stderr.flush()
             os._exit(127)
     os.close(alive_r)
-    ns_note.write(os.readlink(f"/proc/{pid}/ns/pid"))  # lets the caller find every process left in it
-    ns_note.close()
+    os.write(note, f"pidns {os.readlink(f'/proc/{pid}/ns/pid')}\n".encode())  # to find what is left in it
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):  # die of the same signal, so the caller sees what the program saw
         sig = os.WTERMSIG(status)
@@ -322,7 +324,7 @@ def run_command(argv: list[str], *, stdin: str = "", files: dict[str, str | byte
                      "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8", **(env or {})}
         exe = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=child_env["PATH"]) or argv[0]
         config = {
-            "uid": uid, "rootless": rootless, "ns_file": str(run_dir / "pidns"), "caller_pid": os.getpid(), "argv": list(argv), "exe": exe, "scratch": str(scratch),
+            "uid": uid, "rootless": rootless, "note_file": str(run_dir / "note"), "caller_pid": os.getpid(), "argv": list(argv), "exe": exe, "scratch": str(scratch),
             "env": child_env,
             "binds_ro": [os.path.realpath(sys.base_prefix)],
             # the repository and the venv hold reference data (HumanEval solutions, SWE fixes)
@@ -344,15 +346,16 @@ def run_command(argv: list[str], *, stdin: str = "", files: dict[str, str | byte
                 stdin=fin, stdout=fout, stderr=ferr, start_new_session=True, close_fds=True,
             )
             timed_out = not _wait_exit(proc, timeout_s)
-            _kill_all(proc, None if rootless else uid, run_dir / "pidns")
+            note = _read_note(run_dir / "note")  # complete: written before the program starts
+            _kill_all(proc, None if rootless else uid, note.get("pidns", ""))
             wall = time.monotonic() - t0
         out, out_cut = _read_capped(run_dir / "stdout", lim.max_output_bytes)
         err, err_cut = _read_capped(run_dir / "stderr", lim.max_output_bytes)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     rc = proc.returncode
-    if rc == SETUP_FAILED and err.startswith(_SETUP_MARK):
-        raise RuntimeError(err.strip())
+    if "setup-failed" in note:
+        raise RuntimeError(f"sandbox setup failed: {note['setup-failed']}")
     return SandboxResult(_status(rc, err, timed_out), out, err, rc, wall, out_cut or err_cut)
 
 
@@ -387,7 +390,14 @@ def _wait_exit(proc: subprocess.Popen, timeout_s: float) -> bool:
         os.close(fd)
 
 
-def _kill_all(proc: subprocess.Popen, uid: int | None, ns_file: Path) -> None:
+def _read_note(path: Path) -> dict[str, str]:
+    """The launcher's notes: ``pidns`` (the program's PID namespace), ``setup-failed`` (why)."""
+    if not path.exists():
+        return {}
+    return dict(line.split(" ", 1) for line in path.read_text().splitlines() if " " in line)
+
+
+def _kill_all(proc: subprocess.Popen, uid: int | None, ns: str) -> None:
     """Kill the process group, reap the launcher, then every process left in the run's PID
     namespace and (as root) every process of the run's uid; return once none is alive."""
     try:
@@ -401,7 +411,6 @@ def _kill_all(proc: subprocess.Popen, uid: int | None, ns_file: Path) -> None:
         # one pass (a second pass, in case the first raced a process that was mid-exec)
         subprocess.run(["/bin/sh", "-c", "kill -9 -1; kill -9 -1"], user=uid, group=uid, extra_groups=[],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
-    ns = ns_file.read_text() if ns_file.exists() else ""
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline:  # SIGKILL lands asynchronously
         left = (live_processes(uid) if uid is not None else []) + (_in_namespace(ns) if ns else [])

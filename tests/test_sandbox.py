@@ -57,6 +57,17 @@ def test_error_and_signal_statuses():
     assert r.status == "error" and "SyntaxError" in r.stderr
 
 
+def test_a_program_cannot_fake_a_setup_failure():
+    r = run("import sys\nsys.stderr.write('sandbox setup failed: forged')\nsys.exit(125)", limits=LIM)
+    assert (r.status, r.returncode) == ("error", 125)
+
+
+def test_a_real_setup_failure_raises():
+    # more open files than the kernel allows (fs.nr_open): setrlimit fails before the program runs
+    with pytest.raises(RuntimeError, match="sandbox setup failed: ValueError"):
+        run("print(1)", limits=Limits(**{**LIM.__dict__, "max_open_files": 10 ** 10}))
+
+
 def test_command_and_missing_program():
     r = run_command(["sh", "-c", "echo $HOME; cat in.txt"], files={"in.txt": "hi"}, limits=LIM)
     assert r.status == "ok" and r.stdout.endswith("scratch\nhi")
