@@ -89,15 +89,18 @@ def run_command(argv: list[str], *, stdin: str = "", files: dict[str, str | byte
         for t in readers:
             t.join()
         wall = time.monotonic() - t0
-        oom = subprocess.run([docker, "inspect", "-f", "{{.State.OOMKilled}}", name],
-                             capture_output=True, text=True).stdout.strip() == "true"
+        state = subprocess.run([docker, "inspect", "-f", "{{.State.OOMKilled}} {{.State.StartedAt}}", name],
+                               capture_output=True, text=True).stdout.split()
+        oom = state[:1] == ["true"]
+        # never started (no container, or a zero start time): docker itself failed, not the program
+        started = len(state) == 2 and not state[1].startswith("0001-")
         out, out_cut = _read_capped(run_dir / "stdout", limits.max_output_bytes)
         err, err_cut = _read_capped(run_dir / "stderr", limits.max_output_bytes)
     finally:
         subprocess.run([docker, "rm", "-f", name], capture_output=True)
         shutil.rmtree(run_dir, ignore_errors=True)
     rc = proc.returncode
-    if rc == 125 and not timed_out:  # docker run itself failed (image, daemon, flags)
+    if not started and not timed_out:  # docker run itself failed (image, daemon, flags)
         raise RuntimeError(f"docker run failed: {err.strip()}")
     # docker reports a signal death as 128 + signal
     status = "memory" if oom else _status(-(rc - 128) if rc and rc > 128 else rc, err, timed_out)
