@@ -319,7 +319,7 @@ def run_command(argv: list[str], *, stdin: str = "", files: dict[str, str | byte
         _write_files(scratch, files or {}, None if rootless else uid)
         if not rootless:
             os.chown(scratch, uid, uid)
-        (run_dir / "stdin").write_bytes(stdin.encode())
+        (run_dir / "stdin").write_bytes(stdin.encode(errors="surrogatepass"))
         child_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch), "TMPDIR": str(scratch),
                      "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8", **(env or {})}
         exe = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=child_env["PATH"]) or argv[0]
@@ -367,7 +367,7 @@ def _write_files(scratch: Path, files: dict[str, str | bytes], uid: int | None) 
         if root not in path.parents:
             raise ValueError(f"sandbox file {name!r} is outside the scratch directory")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        path.write_bytes(content.encode(errors="surrogatepass") if isinstance(content, str) else content)
         for p in [path, *path.parents] if uid is not None else []:
             if p == root:
                 break

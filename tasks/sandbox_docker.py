@@ -75,7 +75,7 @@ def run_command(argv: list[str], *, stdin: str = "", files: dict[str, str | byte
         for t in readers:
             t.start()
         try:
-            proc.stdin.write(stdin.encode())
+            proc.stdin.write(stdin.encode(errors="surrogatepass"))
             proc.stdin.close()
         except BrokenPipeError:
             pass

@@ -68,6 +68,11 @@ def test_a_real_setup_failure_raises():
         run("print(1)", limits=Limits(**{**LIM.__dict__, "max_open_files": 10 ** 10}))
 
 
+def test_lone_surrogates_from_a_model_do_not_raise_in_the_caller():
+    r = run("print(1)\n# \ud800", stdin="\udc80", limits=LIM)
+    assert r.status == "error" and "SyntaxError" in r.stderr  # the file is not UTF-8: the program's problem
+
+
 def test_command_and_missing_program():
     r = run_command(["sh", "-c", "echo $HOME; cat in.txt"], files={"in.txt": "hi"}, limits=LIM)
     assert r.status == "ok" and r.stdout.endswith("scratch\nhi")

@@ -62,12 +62,12 @@ def evaluate_patch(files: dict[str, str], diff: str, *, timeout_s: float = 20.0,
 
 def outcome(report: dict, tests: list[str], passing_before: list[str]) -> str:
     """The reward key of a runner report: pass, fail, no_apply, syntax_error or regression."""
-    status = report["status"]
+    status = report.get("status")
     if status in ("no_apply", "syntax_error"):
         return status
-    if status != "ran":
+    if status != "ran" or not isinstance(report.get("failed"), dict) or not isinstance(report.get("tests"), list):
         return "fail"
-    failed = set(report["failed"]) | (set(tests) - set(report["tests"]))
+    failed = set(report["failed"]) | (set(tests) - set(map(str, report["tests"])))
     if failed & set(passing_before):
         return "regression"
     return "fail" if failed else "pass"
