@@ -18,7 +18,8 @@ from tasks.synlogic.arithmetic_games import evaluate_expression
 from tasks.synlogic.base import (SynLogicTask, canon, grid_solutions, parse_coords, parse_int_grid,
                                   parse_ints)
 from tasks.synlogic.puzzles_grid import (Campsite, Norinori, StarPlacement, Survo, _has_perfect_matching,
-                                         _line_solve, _placements, _runs, numbrix_solutions)
+                                         _line_solve, _placements, _runs)
+from tasks.synlogic.puzzles_path import numbrix_solutions
 from tasks.synlogic.puzzles_latin import (Binairo, _cage_partial, _skyline_constraints, _visible,
                                           count_sudoku_solutions, latin_solutions)
 
@@ -264,6 +265,17 @@ def test_maze_accepts_any_shortest_path_only():
     assert TASKS["maze"].verify(item, wrap("R R D D")) == 1.0
     assert TASKS["maze"].verify(item, wrap("RDRD")) == 0.0  # walks into the wall at (2, 2)
     assert TASKS["maze"].verify(item, wrap("RRDDLR")) == 0.0  # not shortest
+
+
+def test_arrow_maze_counts_rays_and_needs_every_arrow_on_one():
+    item = _item("arrow_maze", board=[["3", "X"], ["X", "X"]])
+    arrow = TASKS["arrow_maze"]
+    assert arrow.verify(item, wrap("3 →\n↓ ↘")) == 1.0  # three rays of length 1
+    assert arrow.verify(item, wrap("3 →\n↓ ↓")) == 0.0  # (2, 2) on no ray; total 2
+    assert arrow.verify(item, wrap("3 ←\n↓ ↘")) == 0.0  # (1, 2) points back at the number
+    assert arrow.verify(item, wrap("2 →\n↓ ↘")) == 0.0  # the number must stay
+    line = _item("arrow_maze", board=[["2", "X", "X"]])
+    assert arrow.verify(line, wrap("2 → →")) == 1.0 and arrow.verify(line, wrap("2 → ←")) == 0.0
 
 
 def test_graph_colouring_accepts_renamed_colours():

@@ -10,6 +10,6 @@ docs/TASKS.md lists the families and their difficulty knobs.
 
 from tasks.base import TASKS
 from tasks.synlogic import (arithmetic_games, ciphers, language, puzzles_grid,  # noqa: F401
-                            puzzles_latin, puzzles_logic)
+                            puzzles_latin, puzzles_logic, puzzles_path)
 
 __all__ = ["TASKS"]

@@ -1,5 +1,5 @@
 """Shading and placement puzzles on a grid: Kakurasu, Survo, Star placement, Campsite,
-Minesweeper, Norinori, Numbrix, Nonogram.
+Minesweeper, Norinori, Nonogram.
 
 As for the Latin puzzles, the solution is drawn first and the clues are read off it; then cells
 (Minesweeper: numbers) are revealed until a solver, or for Kakurasu and Nonogram line-by-line
@@ -479,97 +479,6 @@ class Norinori(SynLogicTask):
             sum(grid[rr][cc] == "#" for rr, cc in neighbours4(r, c, n, n)) == 1 for r, c in shaded))
 
 
-def numbrix_solutions(n: int, givens: dict[Cell, int], limit: int = 2,
-                      budget: int = 5000) -> list[dict[Cell, int]] | None:
-    """Up to ``limit`` Numbrix fillings (cell -> 1..n*n) that keep ``givens``; None past ``budget``
-    search nodes. The path grows from 1; a cell is tried for k only if the next given number is
-    still reachable from it: within its Manhattan distance, with the same parity (the grid is
-    bipartite)."""
-    total = n * n
-    cell_of = {k: cell for cell, k in givens.items()}
-    next_given = [0] * (total + 2)  # next_given[k]: the smallest given number >= k (0: none)
-    for k in range(total, 0, -1):
-        next_given[k] = k if k in cell_of else next_given[k + 1]
-    taken: dict[Cell, int] = {}
-    found: list[dict[Cell, int]] = []
-    nodes = 0
-
-    def fits(cell, k):
-        if cell in taken or givens.get(cell, k) != k or cell_of.get(k, cell) != cell:
-            return False
-        j = next_given[k + 1] if k < total else 0
-        if j:
-            gap = abs(cell[0] - cell_of[j][0]) + abs(cell[1] - cell_of[j][1])
-            return gap <= j - k and (j - k - gap) % 2 == 0
-        return True
-
-    def grow(cell, k):
-        nonlocal nodes
-        nodes += 1
-        taken[cell] = k
-        if k == total:
-            found.append(dict(taken))
-        else:
-            for nb in neighbours4(*cell, n, n):
-                if len(found) >= limit or nodes > budget:
-                    break
-                if fits(nb, k + 1):
-                    grow(nb, k + 1)
-        del taken[cell]
-
-    for r in range(n):
-        for c in range(n):
-            if fits((r, c), 1) and len(found) < limit and nodes <= budget:
-                grow((r, c), 1)
-    return None if nodes > budget else found
-
-
-class Numbrix(SynLogicTask):
-    name = "numbrix"
-    any_valid = True
-    difficulty_range = (1, 5)
-    knobs = "grid 3-7 and the share of numbers revealed first, 40% to 15% (more until unique)"
-    _levels = [(3, 0.4), (4, 0.3), (5, 0.25), (6, 0.2), (7, 0.15)]
-
-    def make(self, rng, difficulty):
-        n, share = level(difficulty, self._levels)
-        path = [(r, c if r % 2 == 0 else n - 1 - c) for r in range(n) for c in range(n)]
-        for _ in range(n * n * 20):
-            # backbite: join the end to a neighbour on the path and reverse the part after it
-            if rng.random() < 0.5:
-                path.reverse()
-            end = path[-1]
-            pos = {cell: i for i, cell in enumerate(path)}
-            i = pos[rng.choice(list(neighbours4(*end, n, n)))]
-            if i != len(path) - 2:
-                path = path[:i + 1] + path[i + 1:][::-1]
-        grid = [[0] * n for _ in range(n)]
-        for k, (r, c) in enumerate(path):
-            grid[r][c] = k + 1
-        start = set(rng.sample(path, max(2, round(n * n * share))))
-        shown = reveal_until_unique(rng, {cell: k + 1 for k, cell in enumerate(path)}, start,
-                                    lambda givens: numbrix_solutions(n, givens))
-        givens = [[r, c, grid[r][c]] for r, c in sorted(shown)]
-        board = [[str(grid[r][c]) if (r, c) in shown else "." for c in range(n)] for r in range(n)]
-        question = (f"Numbrix: fill the {n}x{n} grid with the numbers 1-{n * n}, each once, so that "
-                    f"consecutive numbers are in cells that share a side (a path from 1 to "
-                    f"{n * n}). Keep the given numbers.\n{format_grid(board)}\n"
-                    f"Answer with the full grid, one row per line, numbers separated by spaces. "
-                    f"{ANSWER_TAGS}")
-        return question, format_grid(grid), {"n": n, "givens": givens}
-
-    def check(self, item, answer):
-        meta = item["metadata"]
-        n = meta["n"]
-        grid = parse_int_grid(answer, n, n)
-        where = {grid[r][c]: (r, c) for r in range(n) for c in range(n)}
-        if sorted(where) != list(range(1, n * n + 1)):
-            return 0.0
-        steps_ok = all(abs(where[k][0] - where[k + 1][0]) + abs(where[k][1] - where[k + 1][1]) == 1
-                       for k in range(1, n * n))
-        return float(steps_ok and all(grid[r][c] == v for r, c, v in meta["givens"]))
-
-
 def _placements(runs: list[int], n: int) -> list[tuple[bool, ...]]:
     """Every line of n cells whose runs of filled cells are ``runs``."""
     if not runs:
@@ -625,5 +534,5 @@ class Nonogram(SynLogicTask):
 
 
 for _task in (Kakurasu(), Survo(), StarPlacement(), Campsite(), Minesweeper(), Norinori(),
-              Numbrix(), Nonogram()):
+              Nonogram()):
     register(_task)

@@ -1,17 +1,16 @@
 """Deduction puzzles: Web of lies, Boolean expressions, Knights and knaves, Zebra puzzle,
-Logical deduction (ordering), Graph colouring, Maze.
+Logical deduction (ordering), Graph colouring.
 
 Puzzles whose answer must be unique (knights and knaves, zebra, ordering) add true clues about a
 drawn solution until a brute-force solver finds exactly one; the others have an answer that is a
-function of the question (web of lies, Boolean expressions) or are checked by rule (colouring,
-maze: any valid colouring, any shortest path).
+function of the question (web of lies, Boolean expressions) or are checked by rule (colouring:
+any valid colouring).
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from collections import deque
 
 from tasks.base import register
 from tasks.synlogic.base import ANSWER_TAGS, SynLogicTask, canon, level, parse_ints
@@ -57,7 +56,7 @@ class WebOfLies(SynLogicTask):
 class BooleanExpressions(SynLogicTask):
     name = "boolean_expressions"
     difficulty_range = (1, 5)
-    knobs = "expression depth 2-6 (binary answer: half credit by guessing)"
+    knobs = "expression depth 2-6 (True or False: a guess is right half the time)"
     _levels = [2, 3, 4, 5, 6]
 
     def make(self, rng, difficulty):
@@ -285,76 +284,6 @@ class GraphColouring(SynLogicTask):
                      and all(colour[u - 1] != colour[v - 1] for u, v in meta["edges"]))
 
 
-_MOVES = {"U": (-1, 0), "D": (1, 0), "L": (0, -1), "R": (0, 1)}
-
-
-class Maze(SynLogicTask):
-    name = "maze"
-    any_valid = True
-    difficulty_range = (1, 5)
-    knobs = "maze 3x3 to 9x9 rooms (grid 7 to 19 characters)"
-    _levels = [3, 4, 5, 7, 9]
-
-    def make(self, rng, difficulty):
-        rooms = level(difficulty, self._levels)
-        size = 2 * rooms + 1
-        grid = [["#"] * size for _ in range(size)]
-        stack, seen = [(0, 0)], {(0, 0)}
-        grid[1][1] = "."
-        while stack:  # depth-first carving, then a few extra openings so paths are not unique
-            r, c = stack[-1]
-            nxt = [(r + dr, c + dc) for dr, dc in _MOVES.values()
-                   if 0 <= r + dr < rooms and 0 <= c + dc < rooms and (r + dr, c + dc) not in seen]
-            if not nxt:
-                stack.pop()
-                continue
-            rr, cc = rng.choice(nxt)
-            grid[2 * rr + 1][2 * cc + 1] = grid[r + rr + 1][c + cc + 1] = "."
-            seen.add((rr, cc))
-            stack.append((rr, cc))
-        for _ in range(rooms):
-            r, c = rng.randrange(1, size - 1), rng.randrange(1, size - 1)
-            if (r + c) % 2 == 1:
-                grid[r][c] = "."
-        grid[1][1], grid[size - 2][size - 2] = "S", "G"
-        path = self._shortest(grid, (1, 1), (size - 2, size - 2))
-        question = ("Find a shortest path from S to G in the maze ('#' is wall, '.' is open; move "
-                    "up, down, left or right):\n" + "\n".join("".join(row) for row in grid) + "\n"
-                    "Answer with the moves as letters U, D, L, R without spaces. " + ANSWER_TAGS)
-        return question, path, {"grid": ["".join(row) for row in grid], "length": len(path)}
-
-    @staticmethod
-    def _shortest(grid, start, goal):
-        prev = {start: None}
-        queue = deque([start])
-        while queue:
-            cell = queue.popleft()
-            if cell == goal:
-                break
-            for move, (dr, dc) in _MOVES.items():
-                nb = (cell[0] + dr, cell[1] + dc)
-                if grid[nb[0]][nb[1]] != "#" and nb not in prev:
-                    prev[nb] = (cell, move)
-                    queue.append(nb)
-        moves, cell = [], goal
-        while prev[cell] is not None:
-            cell, move = prev[cell]
-            moves.append(move)
-        return "".join(reversed(moves))
-
-    def check(self, item, answer):
-        grid = item["metadata"]["grid"]
-        moves = re.sub(r"[\s,]", "", answer.upper())
-        if len(moves) != item["metadata"]["length"] or set(moves) - set(_MOVES):
-            return 0.0
-        r, c = 1, 1
-        for move in moves:
-            r, c = r + _MOVES[move][0], c + _MOVES[move][1]
-            if grid[r][c] == "#":
-                return 0.0
-        return float(grid[r][c] == "G")
-
-
 for _task in (WebOfLies(), BooleanExpressions(), KnightsAndKnaves(), ZebraPuzzle(),
-              LogicalDeduction(), GraphColouring(), Maze()):
+              LogicalDeduction(), GraphColouring()):
     register(_task)
