@@ -96,7 +96,7 @@ def plot(results: dict[str, dict], path: Path, title: str) -> None:
         ax.scatter(res["p_train"], res["p_infer"], s=3, alpha=0.4, linewidths=0)
         ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls="--")
         m = res["metrics"]
-        ax.set_title(f"{head} LM head: r = {m['pearson']:.4f}, |dp| = {m['mean_abs_diff']:.1e}", fontsize=9)
+        ax.set_title(f"{head} LM head: r = {m['pearson']:.6f}, |dp| = {m['mean_abs_diff']:.1e}", fontsize=9)
         ax.set_xlabel("training-mode probability (chunked kernel)")
         ax.set_ylabel("inference-mode probability (recurrent decode)")
         ax.set_xlim(0, 1)
