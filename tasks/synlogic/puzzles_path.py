@@ -15,6 +15,7 @@ from tasks.base import register
 from tasks.synlogic.base import (ANSWER_TAGS, Cell, SynLogicTask, format_grid, level, neighbours4,
                                  parse_int_grid, reveal_until_unique)
 
+
 def numbrix_solutions(n: int, givens: dict[Cell, int], limit: int = 2,
                       budget: int = 5000) -> list[dict[Cell, int]] | None:
     """Up to ``limit`` Numbrix fillings (cell -> 1..n*n) that keep ``givens``; None past ``budget``
