@@ -5,7 +5,7 @@ tasks in threads. So every parse and comparison runs in a worker process with ma
 timeouts off (``parsing_timeout=None, timeout_seconds=None``), and the caller waits on the worker's
 pipe with its own deadline: a worker that overruns (sympy can spin for minutes on
 ``10^{10^{10^{10}}}``-style input) is killed and replaced. Workers are pooled, one per concurrent
-caller, so threads don't queue behind each other.
+caller up to the number of CPU cores (beyond that, callers queue for a worker).
 
 Text is read as LaTeX: a bare answer (``\\frac{1}{2}``, ``x^2+1``, ``[1, 3)``) is wrapped in ``$...$``
 first, because math-verify's plain-expression extractor takes only the last number of ``2\\pi`` or
@@ -36,7 +36,8 @@ _STARTUP_TIMEOUT_S = 120.0
 #: address space of a worker: a pathological expression fails with MemoryError instead of eating
 #: the machine's memory before its deadline
 _WORKER_MEMORY_MB = 4096
-_MAX_IDLE_WORKERS = 4
+#: workers alive at once (each holds sympy, ~150 MB); more concurrent callers wait their turn
+_MAX_WORKERS = max(2, os.cpu_count() or 2)
 
 _DELIMITED = re.compile(r"\$|\\\(|\\\[|\\boxed")
 _SCI = re.compile(r"\s*([+-]?\d+(?:\.\d*)?)[eE]([+-]?\d+)\s*")
@@ -181,28 +182,25 @@ class _Worker:
 
 
 class _Pool:
-    def __init__(self, max_idle: int) -> None:
-        self.max_idle = max_idle
+    def __init__(self, max_workers: int) -> None:
+        self.slots = threading.BoundedSemaphore(max_workers)
         self.idle: list[_Worker] = []
         self.lock = threading.Lock()
 
     def call(self, request: dict, timeout_s: float) -> dict | None:
         """The worker's reply, or None when it overran ``timeout_s`` or died (it is then replaced)."""
-        with self.lock:
-            worker = self.idle.pop() if self.idle else None
-        worker = worker or _Worker()
-        try:
-            reply = worker.call(request, timeout_s)
-        except (_Timeout, EOFError, BrokenPipeError, ValueError):
-            worker.kill()
-            return None
-        with self.lock:
-            if len(self.idle) < self.max_idle:
+        with self.slots:  # the deadline starts once a worker is ours, not while waiting for one
+            with self.lock:
+                worker = self.idle.pop() if self.idle else None
+            worker = worker or _Worker()
+            try:
+                reply = worker.call(request, timeout_s)
+            except (_Timeout, EOFError, BrokenPipeError, ValueError):
+                worker.kill()
+                return None
+            with self.lock:
                 self.idle.append(worker)
-                worker = None
-        if worker is not None:
-            worker.kill()
-        return reply
+            return reply
 
     def close(self) -> None:
         with self.lock:
@@ -211,7 +209,7 @@ class _Pool:
             w.kill()
 
 
-_POOL = _Pool(_MAX_IDLE_WORKERS)
+_POOL = _Pool(_MAX_WORKERS)
 atexit.register(_POOL.close)
 
 

@@ -67,6 +67,23 @@ def test_works_off_the_main_thread():
     assert results == [("\\frac{1}{2}", True, False)] * 3
 
 
+def test_many_threads_share_a_bounded_pool():
+    import tasks.mathverify as mv
+
+    results = [None] * 12
+
+    def work(i):
+        results[i] = verify_math(str(i), f"{i}.0")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * 12
+    assert len(mv._POOL.idle) <= mv._MAX_WORKERS
+
+
 def test_pathological_input_times_out_from_a_thread_and_the_pool_recovers():
     # sympy tries to evaluate 10^(10^(10^10)) exactly: it would run for hours
     out = {}
