@@ -39,7 +39,7 @@ _WORKER_MEMORY_MB = 4096
 #: workers alive at once (each holds sympy, ~150 MB); more concurrent callers wait their turn
 _MAX_WORKERS = max(2, os.cpu_count() or 2)
 
-_DELIMITED = re.compile(r"\$|\\\(|\\\[|\\boxed")
+_DELIMITED = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed")  # an escaped \$ is a dollar sign
 _SCI = re.compile(r"\s*([+-]?\d+(?:\.\d*)?)[eE]([+-]?\d+)\s*")
 # LaTeX commands and the contents of \text{...}-style groups (units, words math-verify drops)
 _COMMAND = re.compile(r"\\[a-zA-Z]+")
@@ -100,12 +100,18 @@ def _clean(text: str) -> str | None:
 
 
 def _verify(gold: str, pred: str) -> bool:
-    from math_verify import verify
+    from math_verify import parse, verify
 
-    g, p = _parse(gold), _parse(pred)
-    if not g or not p:
+    g = _parse(gold)
+    if not g:
         return False
-    return bool(verify(g, p, timeout_seconds=None))
+    p = _parse(pred)
+    if p and verify(g, p, timeout_seconds=None):
+        return True
+    # math-verify's own extraction of the bare text drops units and words ("12 dollars" -> 12),
+    # which the LaTeX reading turns into a product of letters
+    raw = parse(pred, parsing_timeout=None)
+    return bool(raw) and bool(verify(g, raw, timeout_seconds=None))
 
 
 def _worker_main() -> None:
