@@ -44,6 +44,11 @@ def _use_triton(backend: str, x: torch.Tensor) -> bool:
     return runnable
 
 
+def _tileable(*dims: int) -> bool:
+    """The Triton kernels tile head dims that are powers of two >= 16; "auto" falls back otherwise."""
+    return all(d >= 16 and d & (d - 1) == 0 for d in dims)
+
+
 def lightning_attn(
     q, k, v, decay, initial_state=None, output_final_state=False, cu_seqlens=None, backend="auto"
 ):
@@ -55,7 +60,7 @@ def lightning_attn(
     are [N, H, Dk, Dv]. Returns ``(o [B, T, H, Dv], final_state fp32 or None)``; differentiable
     in q, k, v and initial_state.
     """
-    if _use_triton(backend, q):
+    if _use_triton(backend, q) and (backend == "triton" or _tileable(q.shape[-1], v.shape[-1])):
         from kernels.lightning.chunk import chunk_lightning_attn
 
         return chunk_lightning_attn(q, k, v, decay, initial_state, output_final_state, cu_seqlens)
@@ -76,7 +81,7 @@ def lightning_attn(
 
 def lightning_decode(q, k, v, state, decay, backend="auto"):
     """One decoding step: q, k [B, H, Dk], v [B, H, Dv], state [B, H, Dk, Dv] fp32 -> (o, new_state)."""
-    if _use_triton(backend, q):
+    if _use_triton(backend, q) and (backend == "triton" or _tileable(q.shape[-1], v.shape[-1])):
         from kernels.lightning.recurrent import fused_recurrent_decode
 
         return fused_recurrent_decode(q, k, v, state, decay)

@@ -145,6 +145,16 @@ def test_backend_switch():
     assert rel_err(o_t, o_r) < 1e-5
 
 
+def test_auto_falls_back_for_untileable_heads(poisoned):
+    """Head dim 12: "auto" takes the reference, "triton" says why it cannot."""
+    (q, k, v), decay = _inputs(1, 9, 2, 12, 12, torch.float32, False)
+    o, _ = lightning_attn(q, k, v, decay, backend="auto")
+    ro, _ = lightning_attn_recurrent(q.double(), k.double(), v.double(), decay.double())
+    assert rel_err(o, ro) < 1e-5
+    with pytest.raises(ValueError, match="power of two"):
+        lightning_attn(q, k, v, decay, backend="triton")
+
+
 def test_rejects_bad_shapes():
     (q, k, v), decay = _inputs(1, 8, 2, 16, 16, torch.float32, False)
     with pytest.raises(ValueError, match="decay"):
