@@ -7,6 +7,10 @@ examples and RL has a per-digit procedure to sharpen::
     question: "347+589="
     solution: "<think>7+9+0=16 4+8+1=13 3+5+1=9</think><answer>936</answer>"
 
+Held-out split: seeds at or above ``HELD_OUT_SEED`` draw only from a fixed tenth of the operand
+pairs (chosen by a hash of the pair), and all other seeds never draw from it, so training data (SFT,
+RL prompts) and evaluation sets are disjoint even at small difficulties where pairs repeat.
+
 Usage::
 
     from tasks.base import TASKS
@@ -19,6 +23,13 @@ from __future__ import annotations
 import random
 
 from tasks.base import Item, extract_answer, register
+
+HELD_OUT_SEED = 1_000_000
+
+
+def is_held_out(a: int, b: int) -> bool:
+    """The evaluation tenth of the operand pairs."""
+    return (a * 7919 + b * 104_729) % 10 == 0
 
 
 def worked_solution(a: int, b: int) -> str:
@@ -47,8 +58,11 @@ class Arithmetic:
         rng = random.Random(f"arithmetic-{seed}-{difficulty}")
         smallest, largest = 10 ** (difficulty - 1), 10**difficulty - 1
         items = []
+        held_out = seed >= HELD_OUT_SEED
         for i in range(n):
             a, b = rng.randint(smallest, largest), rng.randint(smallest, largest)
+            while is_held_out(a, b) != held_out:
+                a, b = rng.randint(smallest, largest), rng.randint(smallest, largest)
             items.append(
                 {
                     "id": f"arithmetic-{difficulty}-{seed}-{i}",

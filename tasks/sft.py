@@ -34,11 +34,11 @@ class SFTConfig:
     model: dict[str, Any] = field(default_factory=lambda: {"arch": "m1", "preset": "tiny"})
     init: str = ""  # a policy dir to continue from instead of a fresh ``model``
     task: str = "arithmetic"
-    difficulty: int = 3
+    difficulty: int = 2
     data: str = ""  # JSONL of {"question", "response"}; overrides ``task`` when set
     examples: int = 4000
-    vocab_size: int = 320  # tokenizer trained on the SFT text when starting fresh
-    steps: int = 300
+    vocab_size: int = 263  # fresh tokenizer: 256 bytes + 7 specials, no merges (one digit per token)
+    steps: int = 400
     batch_size: int = 32  # sequences per optimizer step
     lr: float = 1e-3
     warmup_steps: int = 20
@@ -48,6 +48,7 @@ class SFTConfig:
     grad_clip: float = 1.0
     seed: int = 0
     log_every: int = 10
+    device: str = "auto"  # auto = the GPU when there is one, else cpu
     out_dir: str = "runs/sft"
     experiment: str = "m1-sft"
 
@@ -97,6 +98,8 @@ def train_sft(cfg: SFTConfig) -> dict[str, float]:
 
         tok = train_tokenizer((q + " " + r for q, r in pairs), cfg.vocab_size, out / "tokenizer")
         model = build_policy(cfg.model, tok)
+    device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device)
     examples = []
     for q, r in pairs:
         prompt, reply = encode_prompt(tok, q), encode_reply(tok, r)
@@ -132,7 +135,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, float]:
             labels[i, n_prompt : len(seq)] = torch.tensor(seq[n_prompt:])  # reply tokens only
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+        loss = model(input_ids=ids.to(device), attention_mask=attn.to(device), labels=labels.to(device)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -7,13 +7,27 @@ import json
 import pytest
 import torch
 
-from tasks.arithmetic import worked_solution
+from tasks.arithmetic import HELD_OUT_SEED, Arithmetic, is_held_out, worked_solution
 from tasks.rl.policy import encode_prompt, load_policy
 from tasks.rl.tracking import read_metrics
 from tasks.sft import SFTConfig, load_sft_config, sft_pairs, train_sft
 
 LLAMA = {"arch": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
          "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 128}
+
+
+def test_arithmetic_items_verify_and_held_out_split():
+    task = Arithmetic()
+    train, held = task.generate(300, seed=0, difficulty=1), task.generate(20, seed=HELD_OUT_SEED, difficulty=1)
+    assert all(not is_held_out(i["metadata"]["a"], i["metadata"]["b"]) for i in train)
+    assert all(is_held_out(i["metadata"]["a"], i["metadata"]["b"]) for i in held)
+    assert task.generate(5, seed=3, difficulty=4) == task.generate(5, seed=3, difficulty=4)
+    item = {"answer": "1068"}
+    assert task.verify(item, "<think>x</think><answer>1,068</answer>") == 1.0
+    assert task.verify(item, "<think>x</think><answer>1067</answer>") == 0.0
+    assert task.verify(item, "1068") == 0.0  # no answer tag
+    with pytest.raises(ValueError, match="difficulty"):
+        task.generate(1, seed=0, difficulty=9)
 
 
 def test_worked_solution_format():

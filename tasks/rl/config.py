@@ -27,7 +27,7 @@ class RLConfig:
     prompts_per_step: int = 8
     samples_per_prompt: int = 8
     updates_per_batch: int = 16
-    lr: float = 1e-5
+    lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.95)
     adam_eps: float = 1e-15
     weight_decay: float = 0.0
@@ -45,7 +45,7 @@ class RLConfig:
     max_sampling_rounds: int = 3
     overlong_buffer: int = 8
     overlong_penalty: float = 1.0
-    tasks: dict[str, dict[str, Any]] = field(default_factory=lambda: {"arithmetic": {"difficulty": 3, "weight": 1.0}})
+    tasks: dict[str, dict[str, Any]] = field(default_factory=lambda: {"arithmetic": {"difficulty": 2, "weight": 1.0}})
     eval_every: int = 5
     eval_prompts: int = 64
     eval_samples: int = 2
@@ -54,6 +54,7 @@ class RLConfig:
     eval_seed: int = 1_000_000
     checkpoint_every: int = 5
     keep_checkpoints: int = 2
+    device: str = "auto"  # auto | cpu | cuda
     train_engine: str = "torch"  # torch | deepspeed
     zero_stage: int = 2
     rollout_engine: str = "torch"  # torch | vllm

@@ -148,7 +148,7 @@ class VLLMEngine:
 
         from model.generation import GenerationOutput
 
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if generator is not None else None
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device)) if generator is not None else None
         sp = SamplingParams(
             temperature=params.temperature,
             top_p=params.top_p,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import os
 import random
 import time
 from pathlib import Path
@@ -44,6 +45,20 @@ def resolve_tasks(names) -> dict:
             except ImportError as e:
                 raise ValueError(f"rl.tasks: unknown task {name!r} (registered: {sorted(TASKS)})") from e
     return {name: TASKS[name] for name in names}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"``: the GPU when there is one (DeepSpeed places each rank on its local GPU), else CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def seeded_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A generator on the device sampling happens on (CUDA sampling needs a CUDA generator)."""
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def draw_prompts(cfg: RLConfig, tasks: dict, cursor: int, n: int) -> list[tuple[str, dict]]:
@@ -129,7 +144,7 @@ def rollout_metrics(groups: list[dict]) -> dict[str, float]:
     return m
 
 
-def evaluate(engine, tok, tasks, eval_sets: dict, cfg: RLConfig) -> dict[str, float]:
+def evaluate(engine, tok, tasks, eval_sets: dict, cfg: RLConfig, device: torch.device) -> dict[str, float]:
     """Held-out accuracy per task: ``eval_samples`` samples per item at the eval temperature / top-p
     (the report evaluates at temperature 1.0, top-p 0.95), averaged (pass@1)."""
     from model.generation import SamplingParams
@@ -144,7 +159,8 @@ def evaluate(engine, tok, tasks, eval_sets: dict, cfg: RLConfig) -> dict[str, fl
     )
     m = {}
     for name, items in eval_sets.items():
-        groups = rollout(engine, tok, tasks, [(name, it) for it in items], cfg.eval_samples, params, torch.Generator().manual_seed(cfg.eval_seed), cfg)
+        gen = seeded_generator(cfg.eval_seed, device)
+        groups = rollout(engine, tok, tasks, [(name, it) for it in items], cfg.eval_samples, params, gen, cfg)
         m[f"eval/accuracy/{name}"] = float(np.mean([s >= 1.0 for g in groups for s in g["scores"]]))
     m["eval/accuracy"] = float(np.mean(list(m.values())))
     return m
@@ -162,6 +178,8 @@ def train_rl(cfg: RLConfig) -> dict[str, float]:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     model, tok = load_policy(cfg.policy)
+    device = resolve_device(cfg.device)
+    model.to(device)
     tasks = resolve_tasks(cfg.tasks)
     out = Path(cfg.out_dir)
     G = cfg.samples_per_prompt
@@ -197,7 +215,7 @@ def train_rl(cfg: RLConfig) -> dict[str, float]:
     if state["step"] == 0 and cfg.eval_every > 0:
         module.eval()
         with torch.no_grad():
-            tracker.log(0, evaluate(engine, tok, tasks, eval_sets, cfg))
+            tracker.log(0, evaluate(engine, tok, tasks, eval_sets, cfg, device))
 
     metrics: dict[str, float] = {}
     for step in tqdm(range(state["step"], cfg.steps), initial=state["step"], total=cfg.steps, disable=not trainer.is_main, desc=run_name):
@@ -211,7 +229,7 @@ def train_rl(cfg: RLConfig) -> dict[str, float]:
             for rounds in range(1, (cfg.max_sampling_rounds if cfg.dynamic_sampling else 1) + 1):
                 drawn = draw_prompts(cfg, tasks, state["cursor"], cfg.prompts_per_step)[trainer.rank :: trainer.world_size]
                 state["cursor"] += cfg.prompts_per_step
-                gen = torch.Generator().manual_seed(((cfg.seed * 100_003 + step) * 101 + rounds) * 1009 + trainer.rank)
+                gen = seeded_generator(((cfg.seed * 100_003 + step) * 101 + rounds) * 1009 + trainer.rank, device)
                 groups = rollout(engine, tok, tasks, drawn, G, params, gen, cfg)
                 sampled += groups
                 batch.add(groups, torch.tensor([g["rewards"] for g in groups]))
@@ -222,8 +240,8 @@ def train_rl(cfg: RLConfig) -> dict[str, float]:
         gen_tokens = sum(len(r) for g in sampled for r in g["responses"])
 
         # 2. advantages and the old policy's log-probs through the training path
-        data = pack(groups, tok.pad_token_id)
-        advantages = group_advantages(torch.tensor([g["rewards"] for g in groups])).reshape(-1)  # [N]
+        data = {k: v.to(device) for k, v in pack(groups, tok.pad_token_id).items()}
+        advantages = group_advantages(torch.tensor([g["rewards"] for g in groups])).reshape(-1).to(device)  # [N]
         with torch.no_grad():
             old_logprobs, entropy = token_logprobs(module, data["ids"], data["attn"])  # [N, T]
         mask = data["mask"]
@@ -264,7 +282,7 @@ def train_rl(cfg: RLConfig) -> dict[str, float]:
         if cfg.eval_every > 0 and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
             module.eval()
             with torch.no_grad():
-                metrics.update(evaluate(engine, tok, tasks, eval_sets, cfg))
+                metrics.update(evaluate(engine, tok, tasks, eval_sets, cfg, device))
         tracker.log(step + 1, metrics)
         state["step"] = step + 1
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:

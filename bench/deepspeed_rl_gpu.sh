@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One-GPU DeepSpeed ZeRO-2 run of the RL loop on the tiny preset (issue #7), on the lent H200:
+#   bash bench/deepspeed_rl_gpu.sh            # via the device tool, carrying .whl (see below)
+# The GPU image has no deepspeed: its wheel (built here with `DS_BUILD_OPS=0 pip wheel --no-deps
+# deepspeed==0.19.8`) and pure-python deps travel in .whl/. No mlflow there: metrics go to
+# metrics.jsonl only. Writes $OUT/rl_deepspeed_gpu.txt (the last metrics and timings).
+set -euo pipefail
+OUT=${OUT:-runs/deepspeed_gpu}
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  .whl/deepspeed-*.whl .whl/hjson-*.whl .whl/py_cpuinfo-*.whl .whl/msgpack-*.whl .whl/einops-*.whl
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+work=/tmp/ds_run
+rm -rf "$work"
+t0=$(date +%s)
+python3 -m tasks.sft --out-dir "$work/sft" --steps 200 2>&1 | grep -v "it/s" | tail -2
+t1=$(date +%s)
+RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511 \
+  python3 -m tasks.rl.train --algorithm cispo --train-engine deepspeed --policy "$work/sft/policy" \
+  --out-dir "$work/rl" --steps 20 2>&1 | grep -v "it/s" | tail -5
+t2=$(date +%s)
+{
+  echo "# DeepSpeed ZeRO-2, one H200, tiny preset, params.yaml rl/sft sections (SFT 200 steps, CISPO 20 steps)"
+  echo "sft_seconds $((t1 - t0))"
+  echo "rl_seconds $((t2 - t1))"
+  python3 - "$work/rl/metrics.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+evals = [(r["step"], r["eval/accuracy"]) for r in rows if "eval/accuracy" in r]
+print("eval_accuracy_by_step", evals)
+last = rows[-1]
+for k in sorted(last):
+    if k.startswith(("perf/", "health/", "train/", "length/")):
+        print(k, round(last[k], 6))
+PY
+} | tee "$OUT/rl_deepspeed_gpu.txt"
