@@ -165,7 +165,6 @@ def dedup(
             sources.extend(df["source"].cast(pl.String).to_list())
     key = np.concatenate(hs)
     total = key.size  # r SFT items, then the input rows
-    n = total - r
     reason = np.full(total, None, object)
     dup_of = np.full(total, -1, np.int64)
 
