@@ -14,6 +14,7 @@ Usage::
 
 from __future__ import annotations
 
+import importlib
 import re
 from typing import Any, Callable, Protocol, runtime_checkable
 
@@ -53,6 +54,19 @@ class Task(Protocol):
 
 
 TASKS: dict[str, Task] = {}
+
+#: the modules whose import registers tasks (``get_task`` loads them on first use)
+TASK_MODULES = ("tasks.arithmetic", "tasks.math_tasks", "tasks.code_tasks", "tasks.swe", "tasks.synlogic")
+
+
+def get_task(name: str) -> Task:
+    """The registered task ``name``, loading every task module on first use."""
+    if name not in TASKS:
+        for module in TASK_MODULES:
+            importlib.import_module(module)
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; registered: {', '.join(sorted(TASKS))}")
+    return TASKS[name]
 
 
 def register(task: Task) -> Task:

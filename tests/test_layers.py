@@ -36,3 +36,4 @@ def test_model_code_stays_single_device():
     for layer in ("model", "kernels"):
         for path in (ROOT / layer).rglob("*.py"):
             assert "torch.distributed" not in path.read_text(), f"{path} uses torch.distributed"
+
