@@ -15,7 +15,6 @@ are kept, the rest rejected as ``too_hard`` (rate <= lower) or ``too_easy`` (rat
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -38,9 +37,6 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "chunk_size": 1024,
 }
-
-#: modules whose import registers tasks in tasks.base.TASKS
-_REGISTERING = ("tasks.arithmetic", "tasks.math_tasks", "tasks.synlogic", "tasks.code_tasks")
 
 Verifier = Callable[[dict[str, Any], str], float]
 
@@ -96,17 +92,15 @@ def default_verifier(item: dict[str, Any], response: str) -> float:
     """The item's task verifier when it names a registered ``task``, else math-verify on its answer."""
     task = item.get("task")
     if task:
-        from tasks.base import TASKS
+        from tasks.base import get_task
 
-        for module in _REGISTERING:  # tasks register themselves on import
-            if task in TASKS:
-                break
-            importlib.import_module(module)
-        if task not in TASKS:
-            raise KeyError(f"row {item.get(ROW)}: task {task!r} is not registered; expected one of {sorted(TASKS)}")
+        try:
+            verifier = get_task(task)
+        except KeyError as e:
+            raise KeyError(f"row {item.get(ROW)}: {e.args[0]}") from None
         if isinstance(item.get("metadata"), str):
             item = {**item, "metadata": json.loads(item["metadata"])}
-        return float(TASKS[task].verify(item, response))
+        return float(verifier.verify(item, response))
     from tasks.base import extract_answer
     from tasks.mathverify import verify_math
 

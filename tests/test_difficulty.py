@@ -55,7 +55,7 @@ def test_default_verifier_math_and_registered_task():
     assert default_verifier({"answer": "3"}, "no answer tag") == 0.0
     item = {"task": "arithmetic", "question": "12+30=", "answer": "42", "metadata": "{}"}
     assert default_verifier(item, "<think>.</think><answer>42</answer>") == 1.0
-    with pytest.raises(KeyError, match="not registered"):
+    with pytest.raises(KeyError, match="unknown task"):
         default_verifier({"task": "no_such_task", "answer": "1"}, "")
 
 
