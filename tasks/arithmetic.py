@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import random
+import zlib
 
 from tasks.base import Item, extract_answer, register
 
@@ -28,8 +29,9 @@ HELD_OUT_SEED = 1_000_000
 
 
 def is_held_out(a: int, b: int) -> bool:
-    """The evaluation tenth of the operand pairs."""
-    return (a * 7919 + b * 104_729) % 10 == 0
+    """The evaluation tenth of the operand pairs. A CRC, not a linear form: ``(p*a + q*b) % 10``
+    would pick pairs by their digits (e.g. every pair whose units sum to 10) and skew both splits."""
+    return zlib.crc32(f"{a}+{b}".encode()) % 10 == 0
 
 
 def worked_solution(a: int, b: int) -> str:
