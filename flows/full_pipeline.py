@@ -11,7 +11,8 @@ At scale (README): ``prefect server start``, ``prefect work-pool create m1-cpu -
 Resume: each stage writes a stamp (``runs/stamps/<stage>.json``) holding the fingerprint of its
 command, dependency files and params when it succeeds. A rerun skips stages whose fingerprint is
 unchanged and whose outputs exist, so after a failure only the failed stage and those below it run;
-long stages (SFT, RL) resume inside from their own checkpoints.
+long stages (SFT, RL) resume inside from their own checkpoints. Each finished stage is also recorded
+in dvc.lock and the DVC cache (``dvc commit``), so ``dvc status`` / ``dvc repro`` agree with the flow.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from flows.stages import STAGES
 
 STAMPS = Path("runs/stamps")
 LOGS = Path("runs/logs")
+_DVC_LOCK = threading.Lock()  # one `dvc commit` at a time: DVC holds a repository lock
 
 
 def _stage(name: str) -> Stage:
@@ -90,11 +93,28 @@ def execute_stage(stage: Stage, root: Path = ROOT, force: bool = False, echo=pri
             f"stage {stage.name!r} failed with exit code {rc} after {seconds:.1f}s; "
             f"log: {log_path}\n" + "\n".join(tail)
         )
+    if (root / ".dvc").is_dir():
+        record_in_dvc(stage, root)
     _atomic_write(
         root / STAMPS / f"{stage.name}.json",
         json.dumps({"stage": stage.name, "fingerprint": fp, "seconds": seconds, "cmd": stage.cmd}),
     )
     return {"stage": stage.name, "skipped": False, "seconds": seconds}
+
+
+def record_in_dvc(stage: Stage, root: Path = ROOT) -> None:
+    """Record the stage's dependencies and outputs in dvc.lock and the DVC cache (``dvc commit``).
+
+    After a Prefect run, ``dvc status`` is clean and ``dvc repro`` finds nothing to do: the datasets
+    are versioned whichever runner produced them.
+    """
+    with _DVC_LOCK:
+        done = subprocess.run(
+            [sys.executable, "-m", "dvc", "commit", "--force", "--quiet", stage.name],
+            cwd=root, capture_output=True, text=True,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"stage {stage.name!r}: `dvc commit` failed:\n{done.stderr.strip()}")
 
 
 @task(name="stage", task_run_name="{name}", cache_policy=NO_CACHE)

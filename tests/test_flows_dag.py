@@ -167,3 +167,23 @@ def test_prefect_flow_runs_the_dag_and_skips_current_stages(tmp_path: Path, monk
     assert [r["stage"] for r in again] == ["first", "second"]
     assert [r["skipped"] for r in again] == [False, False]
     assert fp.full_pipeline(root=str(tmp_path), only=["second"])[0]["skipped"]
+
+
+def test_stage_run_by_the_flow_is_recorded_by_dvc(tmp_path: Path):
+    """After the flow's runner, `dvc status` is clean: DVC versions the data whichever runner made it."""
+    import subprocess
+    import sys
+
+    stages = _two_stage_project(tmp_path)
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(to_dvc(stages), sort_keys=False))
+    for s in stages:
+        execute_stage(s, root=tmp_path, echo=lambda _: None)
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"first", "second"}
+    status = subprocess.run([*dvc, "status", "--json"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert json.loads(status.stdout) == {}
+    (tmp_path / "seed.txt").write_text("2\n")
+    status = subprocess.run([*dvc, "status", "--json"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert "first" in json.loads(status.stdout)
