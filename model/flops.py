@@ -15,9 +15,13 @@ Counting convention (forward pass, one generated token at a time, batch 1):
   instead (scores over the 512 + 64 latent, values in the 512 latent).
 - Lightning attention: 4 * H * D^2 per layer and token (the state update k^T v and the read q S),
   independent of n.
-- Generating L tokens costs sum_{n=1..L} flops_per_token(n) (no prompt).
-With this convention M1 / DeepSeek-R1 is 0.45 at 64K and 0.34 at 100K generated tokens (the report:
-"less than 50%" and "approximately 25%"); see docs/LOG.md.
+- Figure 1 (right) and the report's ratios are read as the FLOPs of the token generated at length L,
+  ``flops_per_token(arch, L)``: its y axis tops out near 7e11 at 128K, which is DeepSeek-R1's
+  per-token cost there under this convention (7.1e11), while the cumulative cost is about 5e16.
+  Then M1 / DeepSeek-R1 is 0.29 at 64K and 0.22 at 100K (the report: "less than 50%" and
+  "approximately 25%").
+- ``cumulative_flops`` is the whole generation's cost, sum_{n=1..L} flops_per_token(n) (no prompt);
+  by that measure the ratio is 0.45 at 64K and 0.34 at 100K (docs/LOG.md).
 """
 
 from __future__ import annotations
@@ -125,9 +129,11 @@ def cumulative_flops(arch: str | Arch, generation_length: int, mla_absorbed: boo
     return const * L + per_ctx * L * (L + 1) / 2
 
 
-def ratio(arch: str, baseline: str, generation_length: int, mla_absorbed: bool = False) -> float:
-    return cumulative_flops(arch, generation_length, mla_absorbed) / cumulative_flops(
-        baseline, generation_length, mla_absorbed)
+def ratio(arch: str, baseline: str, generation_length: int, mla_absorbed: bool = False,
+          cumulative: bool = False) -> float:
+    """FLOPs of ``arch`` over ``baseline`` at a generation length (per token, or the whole generation)."""
+    cost = cumulative_flops if cumulative else flops_per_token
+    return cost(arch, generation_length, mla_absorbed) / cost(baseline, generation_length, mla_absorbed)
 
 
 def draw_figure(out: str | Path, max_length: int = 128_000, mla_absorbed: bool = False) -> Path:
@@ -140,10 +146,10 @@ def draw_figure(out: str | Path, max_length: int = 128_000, mla_absorbed: bool =
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for name, label in (("deepseek-r1", "DeepSeek R1"), ("qwen3-235b-a22b", "Qwen3-235B-A22B"),
                         ("minimax-m1", "MiniMax-M1")):
-        ax.plot([x / 1000 for x in lengths], [cumulative_flops(name, x, mla_absorbed) / 1e16 for x in lengths],
+        ax.plot([x / 1000 for x in lengths], [flops_per_token(name, max(x, 1), mla_absorbed) / 1e11 for x in lengths],
                 label=label)
     ax.set_xlabel("Generation length (K tokens)")
-    ax.set_ylabel("FLOPs (x 1e16)")
+    ax.set_ylabel("FLOPs per generated token (x 1e11)")
     r64, r100 = (ratio("minimax-m1", "deepseek-r1", L, mla_absorbed) for L in (64_000, 100_000))
     ax.set_title(f"Inference FLOPs; M1/R1 = {r64:.0%} at 64K, {r100:.0%} at 100K", fontsize=9)
     ax.legend()
@@ -170,7 +176,9 @@ def main(argv: list[str] | None = None) -> None:
               f"{cumulative_flops(name, 64_000, args.mla_absorbed):10.3e} "
               f"{cumulative_flops(name, 100_000, args.mla_absorbed):10.3e}")
     for L in (32_000, 64_000, 100_000, 128_000):
-        print(f"M1 / DeepSeek-R1 at {L // 1000}K: {ratio('minimax-m1', 'deepseek-r1', L, args.mla_absorbed):.3f}")
+        per_token = ratio("minimax-m1", "deepseek-r1", L, args.mla_absorbed)
+        whole = ratio("minimax-m1", "deepseek-r1", L, args.mla_absorbed, cumulative=True)
+        print(f"M1 / DeepSeek-R1 at {L // 1000}K: {per_token:.3f} per token, {whole:.3f} cumulative")
     print(f"wrote {draw_figure(args.out, args.max_length, args.mla_absorbed)}")
 
 
