@@ -23,11 +23,11 @@ class RLConfig:
     policy: str = "runs/sft/policy"  # HF-format dir with weights and tokenizer (tasks.sft's output)
     out_dir: str = ""  # empty = runs/rl/<algorithm>
     seed: int = 0
-    steps: int = 40  # generation batches
+    steps: int = 60  # generation batches
     prompts_per_step: int = 8
     samples_per_prompt: int = 8
     updates_per_batch: int = 16
-    lr: float = 1e-4
+    lr: float = 3e-6
     betas: tuple[float, float] = (0.9, 0.95)
     adam_eps: float = 1e-15
     weight_decay: float = 0.0

@@ -102,12 +102,12 @@ class DeepSpeedTrainer(TorchTrainer):
         self._dist.barrier()
 
     def all_true(self, flag: bool) -> bool:
-        t = torch.tensor([int(flag)])
+        t = torch.tensor([int(flag)], device=self.engine.device)  # NCCL reduces GPU tensors only
         self._dist.all_reduce(t, op=self._dist.ReduceOp.MIN)
         return bool(t.item())
 
     def mean(self, value: float) -> float:
-        t = torch.tensor([float(value)], dtype=torch.float64)
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.engine.device)
         self._dist.all_reduce(t)
         return float(t.item()) / self.world_size
 

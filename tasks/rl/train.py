@@ -246,12 +246,14 @@ def train_rl(cfg: RLConfig) -> dict[str, float]:
             old_logprobs, entropy = token_logprobs(module, data["ids"], data["attn"])  # [N, T]
         mask = data["mask"]
 
-        # 3. off-policy minibatch updates
+        # 3. off-policy minibatch updates; a batch without a single informative group (every rank's
+        # advantages all zero) is skipped: AdamW would still move the weights along its momentum
         module.train()
         t1 = time.perf_counter()
         order = torch.randperm(len(advantages), generator=torch.Generator().manual_seed(cfg.seed * 7919 + step))
         upd = {"loss": [], "grad_norm": [], "is_weight_mean": [], "clip_fraction": [], "masked_fraction": []}
-        for idx in order.tensor_split(cfg.updates_per_batch):
+        skip = trainer.all_true(bool((advantages == 0).all()))
+        for idx in [] if skip else order.tensor_split(cfg.updates_per_batch):
             width = int(data["attn"][idx].sum(dim=1).max())
             logprobs, _ = token_logprobs(module, data["ids"][idx, :width], data["attn"][idx, :width])
             loss, lm = policy_loss(
@@ -270,7 +272,8 @@ def train_rl(cfg: RLConfig) -> dict[str, float]:
 
         # 4. log and checkpoint
         metrics = rollout_metrics(sampled)
-        metrics.update({f"train/{k}": float(np.mean(v)) for k, v in upd.items()})
+        metrics.update({f"train/{k}": float(np.mean(v)) for k, v in upd.items() if v})
+        metrics["train/skipped"] = float(skip)
         metrics.update(probability_health(data["infer_logprobs"], old_logprobs, mask))
         metrics["train/entropy"] = float((entropy * mask).sum() / mask.sum().clamp(min=1))
         metrics["rollout/rounds"] = rounds
