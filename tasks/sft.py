@@ -59,6 +59,9 @@ def load_sft_config(path: str | Path = "params.yaml", **overrides: Any) -> SFTCo
     unknown = sorted(set(section) - {f.name for f in dataclasses.fields(SFTConfig)})
     if unknown:
         raise ValueError(f"{path}: unknown sft settings {unknown}")
+    for f in dataclasses.fields(SFTConfig):  # YAML reads "1e-3" (no dot) as a string
+        if f.type in ("float", "int") and isinstance(section.get(f.name), str):
+            section[f.name] = {"float": float, "int": int}[f.type](section[f.name])
     cfg = SFTConfig(**section)
     cfg.betas = tuple(cfg.betas)
     return cfg

@@ -62,6 +62,12 @@ class RLConfig:
     run_name: str = ""
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):  # YAML reads "1e-5" (no dot) as a string
+            if f.type in ("float", "int") and isinstance(getattr(self, f.name), str):
+                try:
+                    setattr(self, f.name, {"float": float, "int": int}[f.type](getattr(self, f.name)))
+                except ValueError as e:
+                    raise ValueError(f"rl.{f.name} must be a number, got {getattr(self, f.name)!r}") from e
         self.betas = tuple(self.betas)
         self.out_dir = self.out_dir or f"runs/rl/{self.algorithm}"
         if self.algorithm not in ALGORITHMS:
