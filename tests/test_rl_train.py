@@ -18,7 +18,7 @@ import yaml
 from tasks.rl.checkpoint import latest_checkpoint, load_state
 from tasks.rl.config import load_config
 from tasks.rl.tracking import RunTracker, read_metrics
-from tasks.rl.train import pack, probability_health, train_rl
+from tasks.rl.train import pack, probability_health, resolve_tasks, train_rl
 from tasks.sft import SFTConfig, train_sft
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +66,13 @@ def test_probability_health_and_pack():
     assert d["ids"].tolist() == [[5, 6, 7, 0], [5, 6, 8, 9]]
     assert d["mask"].tolist() == [[0, 0, 1, 0], [0, 0, 1, 1]]
     assert d["infer_logprobs"].tolist() == [[0, 0, -0.5, 0], [0, 0, -1.0, -2.0]]
+
+
+def test_resolve_tasks_uses_the_task_registry():
+    # arithmetic and a SynLogic family come from different modules; get_task loads them all
+    assert sorted(resolve_tasks(["arithmetic", "sudoku"])) == ["arithmetic", "sudoku"]
+    with pytest.raises(ValueError, match="rl.tasks: unknown task 'nope'"):
+        resolve_tasks(["nope"])
 
 
 def test_tracker_without_mlflow(tmp_path, monkeypatch):

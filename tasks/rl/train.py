@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import os
 import random
 import time
@@ -25,7 +24,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from tasks.base import TASKS
+from tasks.base import get_task
 from tasks.rl.advantages import group_advantages
 from tasks.rl.checkpoint import latest_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state
 from tasks.rl.config import RLConfig, load_config
@@ -37,14 +36,14 @@ from tasks.rl.tracking import RunTracker
 
 
 def resolve_tasks(names) -> dict:
-    """Registered tasks by name, importing ``tasks.<name>`` to register one not yet loaded."""
+    """Registered tasks by name, through ``tasks.base.get_task`` (which loads every task module)."""
+    resolved = {}
     for name in names:
-        if name not in TASKS:
-            try:
-                importlib.import_module(f"tasks.{name}")
-            except ImportError as e:
-                raise ValueError(f"rl.tasks: unknown task {name!r} (registered: {sorted(TASKS)})") from e
-    return {name: TASKS[name] for name in names}
+        try:
+            resolved[name] = get_task(name)
+        except KeyError as e:
+            raise ValueError(f"rl.tasks: {e.args[0]}") from e
+    return resolved
 
 
 def resolve_device(name: str) -> torch.device:
