@@ -105,16 +105,18 @@ def execute_stage(stage: Stage, root: Path = ROOT, force: bool = False, echo=pri
 def record_in_dvc(stage: Stage, root: Path = ROOT) -> None:
     """Record the stage's dependencies and outputs in dvc.lock and the DVC cache (``dvc commit``).
 
+    dvc.lock must not be git-ignored (DVC refuses); commit it to pin a data version.
+
     After a Prefect run, ``dvc status`` is clean and ``dvc repro`` finds nothing to do: the datasets
     are versioned whichever runner produced them.
     """
     with _DVC_LOCK:
         done = subprocess.run(
             [sys.executable, "-m", "dvc", "commit", "--force", "--quiet", stage.name],
-            cwd=root, capture_output=True, text=True,
+            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
     if done.returncode != 0:
-        raise RuntimeError(f"stage {stage.name!r}: `dvc commit` failed:\n{done.stderr.strip()}")
+        raise RuntimeError(f"stage {stage.name!r}: `dvc commit` failed:\n{done.stdout.strip()}")
 
 
 @task(name="stage", task_run_name="{name}", cache_policy=NO_CACHE)
