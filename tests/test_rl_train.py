@@ -18,7 +18,7 @@ import yaml
 from tasks.rl.checkpoint import latest_checkpoint, load_state
 from tasks.rl.config import load_config
 from tasks.rl.tracking import RunTracker, read_metrics
-from tasks.rl.train import pack, probability_health, resolve_tasks, train_rl
+from tasks.rl.train import freeze_body, pack, probability_health, resolve_tasks, train_rl
 from tasks.sft import SFTConfig, train_sft
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +73,17 @@ def test_resolve_tasks_uses_the_task_registry():
     assert sorted(resolve_tasks(["arithmetic", "sudoku"])) == ["arithmetic", "sudoku"]
     with pytest.raises(ValueError, match="rl.tasks: unknown task 'nope'"):
         resolve_tasks(["nope"])
+
+
+def test_freeze_body_keeps_only_head_and_final_norm():
+    import transformers
+
+    cfg = transformers.LlamaConfig(vocab_size=50, **{k: v for k, v in LLAMA.items() if k != "arch"})
+    model = transformers.LlamaForCausalLM(cfg)
+    # lm_head [50, 32] + final RMSNorm [32]
+    assert freeze_body(model) == 50 * 32 + 32
+    trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    assert trainable == ["lm_head.weight", "model.norm.weight"]
 
 
 def test_tracker_without_mlflow(tmp_path, monkeypatch):

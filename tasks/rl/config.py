@@ -32,6 +32,7 @@ class RLConfig:
     adam_eps: float = 1e-15
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    trainable: str = "all"  # all | head (output head and final norm only; see train.freeze_body)
     eps_low: float = 1.0  # IS weight clipped to [1 - eps_low, 1 + eps_high]
     eps_high: float = 0.28
     trust_region_mask: bool = False
@@ -74,6 +75,8 @@ class RLConfig:
             raise ValueError(f"rl.algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"rl.normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        if self.trainable not in ("all", "head"):
+            raise ValueError(f"rl.trainable must be all or head, got {self.trainable!r}")
         if self.zero_stage not in (0, 1, 2):
             raise ValueError(f"rl.zero_stage must be 0, 1 or 2 (stage 3 shards the weights generation needs), got {self.zero_stage}")
         if self.train_engine not in ("torch", "deepspeed"):

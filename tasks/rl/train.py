@@ -55,6 +55,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def freeze_body(model: torch.nn.Module) -> int:
+    """``rl.trainable: head``: only the output head and the final norm keep gradients; returns their
+    parameter count. On the tiny preset every full-model update (Adam or SGD, any rate that moved
+    anything) lowered the log-probability of all sampled replies, correct ones included, while the
+    head alone can sharpen the digit distributions: the gap between greedy (89%) and sampled (26%)
+    accuracy is the distribution's width, which the head sets (LOG.md, rl)."""
+    keep = {id(model.get_output_embeddings().weight)}
+    norm = getattr(getattr(model, "model", None), "norm", None)
+    if norm is not None:
+        keep |= {id(p) for p in norm.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def seeded_generator(seed: int, device: torch.device) -> torch.Generator:
     """A generator on the device sampling happens on (CUDA sampling needs a CUDA generator)."""
     return torch.Generator(device=device).manual_seed(seed)
@@ -183,6 +198,8 @@ def train_rl(cfg: RLConfig) -> dict[str, float]:
     out = Path(cfg.out_dir)
     G = cfg.samples_per_prompt
 
+    if cfg.trainable == "head":
+        freeze_body(model)
     trainer = make_trainer(model, cfg, micro_batch=cfg.prompts_per_step * G // cfg.updates_per_batch)
     cfg.check_world(trainer.world_size)
     per_rank = cfg.prompts_per_step // trainer.world_size
