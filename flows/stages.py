@@ -14,9 +14,9 @@ CUR = "data/curated"
 
 STAGES: list[Stage] = [
     Stage(
-        "raw_math", "tasks.curate.synth", ("--output", RAW),
+        "raw_math", "tasks.curate.synth", ("--output", RAW, "--n-base", "200"),
         deps=(), outs=(RAW,), code=("tasks/curate/synth.py",),
-        description="generate the labelled, messy math QA corpus (stands in for scraped data)",
+        description="generate the labelled, messy math QA corpus (stands in for scraped data; about 450 rows)",
     ),
     Stage(
         "clean", "tasks.curate.clean",
