@@ -68,13 +68,8 @@ def _first_bad_json_line(path: Path) -> str:
     return "no single bad line found"
 
 
-def scan(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED) -> pl.LazyFrame:
-    """A lazy frame over ``path`` with a ``_row`` index, ``question``/``answer`` as strings.
-
-    Raises CurateInputError naming the file and what is wrong: missing file, unknown type, a line
-    that is not JSON, a missing required column, or a required column that is not text.
-    """
-    path = Path(path)
+def _open_lazy(path: Path) -> tuple[pl.LazyFrame, pl.Schema]:
+    """A lazy frame over a JSONL, Parquet or CSV file and its schema; CurateInputError names what is wrong."""
     if not path.exists():
         raise CurateInputError(f"{path}: no such file")
     ext = _suffix(path)
@@ -85,10 +80,20 @@ def scan(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED) -> pl.La
             lf = pl.scan_csv(path, infer_schema=False)  # every column stays text: answers like 007 survive
         else:
             lf = pl.scan_ndjson(path, infer_schema_length=None)
-        schema = lf.collect_schema()
+        return lf, lf.collect_schema()
     except Exception as e:  # polars raises several error types for unreadable files
         where = _first_bad_json_line(path) if ext in (".jsonl", ".ndjson", ".json") else str(e).splitlines()[0]
         raise CurateInputError(f"{path}: cannot read as {ext[1:]}: {where}") from e
+
+
+def scan(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED) -> pl.LazyFrame:
+    """A lazy frame over ``path`` with a ``_row`` index, ``question``/``answer`` as strings.
+
+    Raises CurateInputError naming the file and what is wrong: missing file, unknown type, a line
+    that is not JSON, a missing required column, or a required column that is not text.
+    """
+    path = Path(path)
+    lf, schema = _open_lazy(path)
     missing = [c for c in required if c not in schema]
     if missing:
         raise CurateInputError(
@@ -126,19 +131,11 @@ def batches(lf: pl.LazyFrame, chunk_size: int = 65536, path: str | os.PathLike =
 def read_texts(path: str | os.PathLike, columns: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """Texts and ids of a small reference file (a benchmark or an SFT set): the first of ``columns`` present."""
     path = Path(path)
-    if not path.exists():
-        raise CurateInputError(f"{path}: no such file")
-    ext = _suffix(path)
+    lf, _ = _open_lazy(path)
     try:
-        if ext in (".parquet", ".pq"):
-            df = pl.read_parquet(path)
-        elif ext == ".csv":
-            df = pl.read_csv(path, infer_schema=False)
-        else:
-            df = pl.read_ndjson(path, infer_schema_length=None)
-    except Exception as e:
-        where = _first_bad_json_line(path) if ext in (".jsonl", ".ndjson", ".json") else str(e).splitlines()[0]
-        raise CurateInputError(f"{path}: cannot read as {ext[1:]}: {where}") from e
+        df = lf.collect()
+    except Exception as e:  # polars raises several error types for unreadable files
+        raise CurateInputError(f"{path}: cannot read: {str(e).splitlines()[0]}") from e
     col = next((c for c in columns if c in df.columns), None)
     if col is None:
         raise CurateInputError(f"{path}: no text column; expected one of {list(columns)}, found {df.columns}")
