@@ -25,7 +25,7 @@ import triton
 
 import kernels.lightning.chunk as chunk_mod
 from kernels import lightning_attn, lightning_decode
-from kernels.lightning.reference import lightning_attn_chunked, lightning_attn_recurrent
+from kernels.lightning.naive import naive_chunk_lightning_attn, naive_recurrent_lightning_attn
 
 H, D = 64, 128
 LINES: list[str] = []
@@ -98,7 +98,7 @@ def correctness(fla_chunk, fla_rec):
         for i, (bos, eos) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist())):
             x64 = [x.detach()[:, bos:eos].double().requires_grad_() for x in (q, k, v)]
             s64 = h0.detach()[i : i + 1].double().requires_grad_()
-            ro, rht = lightning_attn_chunked(*x64, decay.double(), s64)
+            ro, rht = naive_chunk_lightning_attn(*x64, decay.double(), s64)
             ((ro * do[:, bos:eos].double()).sum() + (rht * dht[i : i + 1].double()).sum()).backward()
             ref_o.append(ro)
             ref_ht.append(rht)
@@ -117,8 +117,8 @@ def correctness(fla_chunk, fla_rec):
             say(f"| fla chunk_simple_gla, {name} | " + " | ".join(f"{e:.1e}" for e in errs) + " |")
     # The fp64 chunked reference is itself checked against the token-by-token recurrence.
     x = [t[:, :300].detach().double() for t in (q, k, v)]
-    a, sa = lightning_attn_chunked(*x, decay.double())
-    b, sb = lightning_attn_recurrent(*x, decay.double())
+    a, sa = naive_chunk_lightning_attn(*x, decay.double())
+    b, sb = naive_recurrent_lightning_attn(*x, decay.double())
     say(f"\nfp64 chunked reference vs fp64 recurrence (300 tokens): o {rel(a, b):.1e}, state {rel(sa, sb):.1e}")
     # Decode: 64 sequences, 8 steps after a 1000-token prefill, bf16 inputs, fp32 state.
     B = 64
@@ -128,7 +128,7 @@ def correctness(fla_chunk, fla_rec):
     for t in range(1000, 1008):
         o_t, state = lightning_decode(qd[:, t], kd[:, t], vd[:, t], state, decay, backend="triton")
         outs.append(o_t)
-    ro, rs = lightning_attn_recurrent(qd.double(), kd.double(), vd.double(), decay.double())
+    ro, rs = naive_recurrent_lightning_attn(qd.double(), kd.double(), vd.double(), decay.double())
     e_o, e_s = rel(torch.stack(outs, 1), ro[:, 1000:]), rel(state, rs)
     worst = max(worst, e_o, e_s)
     say(f"decode, 64 sequences, 1000-token prefill + 8 steps: o {e_o:.1e}, state {e_s:.1e}")

@@ -3,7 +3,7 @@
 Per-token log-probabilities and entropy through the LM head at M1's vocabulary (V=200064,
 d=6144, N=16K tokens, bf16 hidden states and weight), forward + backward, one GPU:
 - ours: ``kernels.fused_logprobs`` (fp32 logits, never materialized);
-- materialized fp32 (``kernels.logprobs_ref``: upcast, a true fp32 matmul, fp32 log-softmax);
+- materialized fp32 (``kernels.naive_logprobs``: upcast, a true fp32 matmul, fp32 log-softmax);
 - materialized bf16 matmul + fp32 log-softmax (a bf16 head: what the FP32 head replaces).
 Time (median), peak memory above the inputs, and agreement with the fp32 path. Writes
 ``OUT/logprobs.md``.
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import triton
 
-from kernels import fused_logprobs, logprobs_ref
+from kernels import fused_logprobs, naive_logprobs
 
 LINES: list[str] = []
 
@@ -104,7 +104,7 @@ def main() -> None:
     w = (torch.randn(V, d, device="cuda") * 0.02).bfloat16().requires_grad_()
     t = torch.randint(0, V, (N,), device="cuda")
     with torch.no_grad():
-        ref_lp, ref_ent = logprobs_ref(h, w, t)
+        ref_lp, ref_ent = naive_logprobs(h, w, t)
         lp, ent = fused_logprobs(h, w, t, backend="triton")
         b_lp, _ = bf16_head(h, w, t)
     say(f"## N={N}, d={d}, V={V}, forward + backward")
@@ -119,7 +119,7 @@ def main() -> None:
     results = {}
     for name, fn, reps in [
         ("ours, fused fp32 logits (Triton)", lambda *a: fused_logprobs(*a, backend="triton"), 7),
-        ("materialized fp32 (true fp32 matmul)", logprobs_ref, 3),
+        ("materialized fp32 (true fp32 matmul)", naive_logprobs, 3),
         ("materialized bf16 matmul + fp32 log-softmax", bf16_head, 7),
     ]:
         ms, peak = measure(fn, h, w, t, reps)

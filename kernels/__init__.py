@@ -3,8 +3,10 @@
 Public API (shapes in each docstring): ``lightning_attn``, ``lightning_decode``, ``fused_logprobs``.
 Each takes ``backend``: "auto" runs the Triton kernel where Triton can run (a CUDA device, or the
 CPU interpreter with ``TRITON_INTERPRET=1``) and the reference otherwise; "triton" and "reference"
-force one. Layout: ``kernels/<op>/reference.py`` (plain PyTorch), ``chunk.py`` (training and
-prefill), ``recurrent.py`` (decoding), ``logprobs/fused.py``.
+force one. Layout and names follow flash-linear-attention: ``kernels/<op>/naive.py`` holds the plain
+PyTorch references (``naive_*``), ``chunk.py`` the chunked kernel for training and prefill
+(``chunk_*``), ``fused_recurrent.py`` the decoding kernel (``fused_recurrent_*``);
+``logprobs/fused_linear.py`` fuses the LM head's matmul with the log-softmax (``fused_linear_logprobs``).
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ import os
 
 import torch
 
-from kernels.lightning.reference import (
-    lightning_attn_chunked,
-    lightning_attn_recurrent,
-    lightning_decode_ref,
+from kernels.lightning.naive import (
+    naive_chunk_lightning_attn,
+    naive_recurrent_lightning_attn,
+    naive_recurrent_lightning_decode,
 )
-from kernels.logprobs.reference import logprobs_ref
+from kernels.logprobs.naive import naive_logprobs
 
 BACKENDS = ("auto", "triton", "reference")
 
@@ -65,7 +67,7 @@ def lightning_attn(
 
         return chunk_lightning_attn(q, k, v, decay, initial_state, output_final_state, cu_seqlens)
     if cu_seqlens is None:
-        o, state = lightning_attn_chunked(q, k, v, decay, initial_state)
+        o, state = naive_chunk_lightning_attn(q, k, v, decay, initial_state)
         return o, (state if output_final_state else None)
     if q.shape[0] != 1:
         raise ValueError(f"cu_seqlens needs packed inputs with B == 1, got B={q.shape[0]}")
@@ -73,7 +75,7 @@ def lightning_attn(
     bounds = cu_seqlens.tolist()
     for i, (bos, eos) in enumerate(zip(bounds[:-1], bounds[1:])):
         h0 = None if initial_state is None else initial_state[i : i + 1]
-        o, state = lightning_attn_chunked(q[:, bos:eos], k[:, bos:eos], v[:, bos:eos], decay, h0)
+        o, state = naive_chunk_lightning_attn(q[:, bos:eos], k[:, bos:eos], v[:, bos:eos], decay, h0)
         outs.append(o)
         states.append(state)
     return torch.cat(outs, dim=1), (torch.cat(states) if output_final_state else None)
@@ -82,10 +84,10 @@ def lightning_attn(
 def lightning_decode(q, k, v, state, decay, backend="auto"):
     """One decoding step: q, k [B, H, Dk], v [B, H, Dv], state [B, H, Dk, Dv] fp32 -> (o, new_state)."""
     if _use_triton(backend, q) and (backend == "triton" or _tileable(q.shape[-1], v.shape[-1])):
-        from kernels.lightning.recurrent import fused_recurrent_decode
+        from kernels.lightning.fused_recurrent import fused_recurrent_lightning_decode
 
-        return fused_recurrent_decode(q, k, v, state, decay)
-    return lightning_decode_ref(q, k, v, state, decay)
+        return fused_recurrent_lightning_decode(q, k, v, state, decay)
+    return naive_recurrent_lightning_decode(q, k, v, state, decay)
 
 
 def fused_logprobs(hidden, weight, targets, backend="auto"):
@@ -95,19 +97,19 @@ def fused_logprobs(hidden, weight, targets, backend="auto"):
     differentiable w.r.t. hidden and weight.
     """
     if _use_triton(backend, hidden):
-        from kernels.logprobs.fused import fused_logprobs_triton
+        from kernels.logprobs.fused_linear import fused_linear_logprobs
 
-        return fused_logprobs_triton(hidden, weight, targets)
-    return logprobs_ref(hidden, weight, targets)
+        return fused_linear_logprobs(hidden, weight, targets)
+    return naive_logprobs(hidden, weight, targets)
 
 
 __all__ = [
     "fused_logprobs",
     "lightning_attn",
-    "lightning_attn_chunked",
-    "lightning_attn_recurrent",
     "lightning_decode",
-    "lightning_decode_ref",
-    "logprobs_ref",
+    "naive_chunk_lightning_attn",
+    "naive_logprobs",
+    "naive_recurrent_lightning_attn",
+    "naive_recurrent_lightning_decode",
     "triton_available",
 ]

@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import kernels
-from kernels.lightning.reference import lightning_attn_recurrent
+from kernels.lightning.naive import naive_recurrent_lightning_attn
 from model.config import FULL, LINEAR, M1Config
 
 LIGHTNING_NORM_EPS = 1e-6  # transformers' lightning RMSNorm uses its default eps, not rms_norm_eps
@@ -83,7 +83,7 @@ class LightningAttention(nn.Module):
         q, k, v = qkv.view(B, T, H, 3 * D).split(D, dim=-1)  # each [B, T, H, D]
         backend = self.backend
         if backend == "recurrent":
-            o, state = lightning_attn_recurrent(q, k, v, self.decay, state)
+            o, state = naive_recurrent_lightning_attn(q, k, v, self.decay, state)
         elif T == 1 and state is not None:
             o, state = kernels.lightning_decode(q[:, 0], k[:, 0], v[:, 0], state, self.decay, backend=backend)
             o = o[:, None]  # [B, 1, H, D]

@@ -12,7 +12,7 @@ import torch
 
 from kernels import lightning_attn, lightning_decode
 from kernels.lightning.chunk import chunk_lightning_attn
-from kernels.lightning.reference import lightning_attn_recurrent
+from kernels.lightning.naive import naive_recurrent_lightning_attn
 from tests.kernels.conftest import rel_err
 
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2}
@@ -34,7 +34,7 @@ def _oracle(leaves, decay, do, dht):
     """fp64 recurrence outputs, final state and gradients of <o, do> + <S_T, dht>."""
     x64 = [x.detach().double().requires_grad_() for x in leaves]
     h0 = x64[3] if len(x64) == 4 else None
-    o, ht = lightning_attn_recurrent(x64[0], x64[1], x64[2], decay.double(), h0)
+    o, ht = naive_recurrent_lightning_attn(x64[0], x64[1], x64[2], decay.double(), h0)
     ((o * do.double()).sum() + (ht * dht.double()).sum()).backward()
     return o, ht, [x.grad for x in x64]
 
@@ -128,7 +128,7 @@ def test_decode_steps_continue_the_prefill(poisoned):
     B, T, H, Dk, Dv = 3, 25, 2, 16, 32
     (q, k, v), decay = _inputs(B, T, H, Dk, Dv, torch.float32, False)
     q, k, v = q.detach(), k.detach(), v.detach()
-    ro, rht = lightning_attn_recurrent(q.double(), k.double(), v.double(), decay.double())
+    ro, rht = naive_recurrent_lightning_attn(q.double(), k.double(), v.double(), decay.double())
     _, state = lightning_attn(q[:, :20], k[:, :20], v[:, :20], decay, None, True, backend="triton")
     for t in range(20, T):
         o, state = lightning_decode(q[:, t], k[:, t], v[:, t], state, decay, backend="triton")
@@ -149,7 +149,7 @@ def test_auto_falls_back_for_untileable_heads(poisoned):
     """Head dim 12: "auto" takes the reference, "triton" says why it cannot."""
     (q, k, v), decay = _inputs(1, 9, 2, 12, 12, torch.float32, False)
     o, _ = lightning_attn(q, k, v, decay, backend="auto")
-    ro, _ = lightning_attn_recurrent(q.double(), k.double(), v.double(), decay.double())
+    ro, _ = naive_recurrent_lightning_attn(q.double(), k.double(), v.double(), decay.double())
     assert rel_err(o, ro) < 1e-5
     with pytest.raises(ValueError, match="power of two"):
         lightning_attn(q, k, v, decay, backend="triton")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels.logprobs.fused as fused
+import kernels.logprobs.fused_linear as fused_linear
 from kernels import fused_logprobs
 from tests.kernels.conftest import rel_err
 
@@ -27,7 +27,7 @@ def _oracle(h, w, t, g_lp, g_ent):
 
 @pytest.mark.parametrize("N,V,d,dtype", [(37, 301, 32, torch.float32), (5, 97, 16, torch.float16)])
 def test_fused_matches_log_softmax(poisoned, monkeypatch, N, V, d, dtype):
-    monkeypatch.setattr(fused, "VOCAB_CHUNK", 128)  # several backward chunks, one of them short
+    monkeypatch.setattr(fused_linear, "VOCAB_CHUNK", 128)  # several backward chunks, one of them short
     h = (torch.randn(N, d) * 0.5).to(dtype).requires_grad_()
     w = (torch.randn(V, d) * 0.5).to(dtype).requires_grad_()
     t = torch.randint(0, V, (N,))

@@ -186,7 +186,7 @@ class FusedLogprobs(torch.autograd.Function):
         return (dh if ctx.needs_input_grad[0] else None), dw, None
 
 
-def fused_logprobs_triton(
+def fused_linear_logprobs(
     hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """hidden [N, d], weight [V, d], targets [N] -> (logprob [N] fp32, entropy [N] fp32), fused."""

@@ -7,10 +7,10 @@ Semantics (MiniMax, as in transformers' ``MiniMaxForCausalLM``): per head h with
     o_t = q_t S_t                                # no 1/sqrt(d) scale, no RoPE
 
 Three references, slow to fast:
-- ``lightning_attn_recurrent``: token by token, the test oracle (run it in fp64).
-- ``lightning_attn_chunked``: intra-block masked attention + inter-block recurrent state; what the
+- ``naive_recurrent_lightning_attn``: token by token, the test oracle (run it in fp64).
+- ``naive_chunk_lightning_attn``: intra-block masked attention + inter-block recurrent state; what the
   Triton kernel computes, in PyTorch.
-- ``lightning_decode_ref``: one token for a batch of sequences (generation).
+- ``naive_recurrent_lightning_decode``: one token for a batch of sequences (generation).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def _decay_lambda(decay: torch.Tensor) -> torch.Tensor:
     return torch.exp(-decay.to(torch.float64 if decay.dtype == torch.float64 else torch.float32))
 
 
-def lightning_attn_recurrent(
+def naive_recurrent_lightning_attn(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -52,7 +52,7 @@ def lightning_attn_recurrent(
     return o.to(q.dtype), S
 
 
-def lightning_attn_chunked(
+def naive_chunk_lightning_attn(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -60,7 +60,7 @@ def lightning_attn_chunked(
     initial_state: torch.Tensor | None = None,
     block_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chunked form of ``lightning_attn_recurrent`` (same signature, same result).
+    """Chunked form of ``naive_recurrent_lightning_attn`` (same signature, same result).
 
     Within a block of length C (positions i, j from 0): ``o_i = sum_{j<=i} lambda^(i-j) (q_i.k_j) v_j
     + lambda^(i+1) q_i S_prev``; across blocks ``S = lambda^C S_prev + sum_j lambda^(C-1-j) k_j^T v_j``.
@@ -93,7 +93,7 @@ def lightning_attn_chunked(
     return out.transpose(1, 2).to(q.dtype), S
 
 
-def lightning_decode_ref(
+def naive_recurrent_lightning_decode(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: torch.Tensor, decay: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoding step. q, k: [B, H, Dk]; v: [B, H, Dv]; state: [B, H, Dk, Dv] (fp32).

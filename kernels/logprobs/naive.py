@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 
-def logprobs_ref(
+def naive_logprobs(
     hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """hidden [N, d], weight [V, d], targets [N] (int64) -> (logprob [N] fp32, entropy [N] fp32).

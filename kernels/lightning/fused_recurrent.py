@@ -42,7 +42,7 @@ def _decode_kernel(
     tl.store(o + i_nh * V + o_v, b_o.to(o.dtype.element_ty))
 
 
-def fused_recurrent_decode(
+def fused_recurrent_lightning_decode(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: torch.Tensor, decay: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoding step: q, k [B, H, Dk]; v [B, H, Dv]; state [B, H, Dk, Dv] fp32 -> (o, new_state)."""
