@@ -25,10 +25,12 @@ import triton
 import triton.language as tl
 
 # Tile settings for Dk = Dv = 128 on an H200, chosen by the sweep in bench/lightning.py (docs/LOG.md,
-# ### kernels): tokens per chunk, the block of value columns, warps, pipeline stages, and the waves
-# of programs a long sequence is cut into when (value blocks x sequences x heads) would leave more
-# than half the device idle (at B=1, H=64 the grid fills it and segments measured slower).
+# ### kernels), for the forward pass and for the three passes of the backward: tokens per chunk
+# (the forward's serves both), the block of value columns, warps, pipeline stages, and the programs
+# per multiprocessor wanted ("waves"): a sequence is cut into as many segments as it takes for
+# (value blocks x sequences x heads x segments) to reach waves x the multiprocessor count.
 CONFIG = {"BT": 64, "BV": 64, "num_warps": 4, "num_stages": 3, "waves": 1}
+BWD_CONFIG = {"BV": 64, "num_warps": 4, "num_stages": 3, "waves": 1}
 MIN_SEGMENT = 2048  # tokens; shorter segments cost more in the extra state pass than they gain
 
 
@@ -38,7 +40,8 @@ def _chunk_kernel(
     k,  # [B*T, H, K]
     v,  # [B*T, H, V]
     o,  # [B*T, H, V]
-    h0,  # [G, N, H, K, V] fp32 state before the first (REVERSE: after the last) token of each segment
+    h0,  # [N, H, K, V] fp32 state before the first (REVERSE: after the last) token
+    hs,  # [G, N, H, K, V] fp32 each segment's own contribution to the state at its far end
     ht,  # [N, H, K, V] fp32 state after the last (REVERSE: before the first) token
     decay,  # [H] fp32, lambda = exp(-decay)
     cu_seqlens,  # [N + 1] int32 sequence starts when VARLEN
@@ -51,11 +54,13 @@ def _chunk_kernel(
     BV: tl.constexpr,
     REVERSE: tl.constexpr,
     USE_H0: tl.constexpr,
+    USE_HS: tl.constexpr,
     STORE_HT: tl.constexpr,
     VARLEN: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     i_v, i_nh, i_g = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    G = tl.num_programs(2)
     i_n, i_h = i_nh // H, i_nh % H
     if VARLEN:
         bos = tl.load(cu_seqlens + i_n).to(tl.int64)
@@ -76,10 +81,28 @@ def _chunk_kernel(
         dist = o_t[:, None] - o_t[None, :]  # i - j, past tokens
     m_intra = tl.where(dist >= 0, tl.exp(-s * tl.maximum(dist, 0).to(tl.float32)), 0.0)  # [BT, BT]
 
+    # The state entering this segment: the sequence's initial state and the contributions of the
+    # segments before it (REVERSE: after it), each decayed over the full segments in between.
     b_h = tl.zeros([K, BV], dtype=tl.float32)
     p_state = o_k[:, None] * V + o_v[None, :]
     if USE_H0:
-        b_h += tl.load(h0 + (i_g * tl.num_programs(1) + i_nh).to(tl.int64) * K * V + p_state)
+        if REVERSE:
+            n_far = T - tl.minimum((i_g + 1) * SEG, T)
+        else:
+            n_far = i_g * SEG
+        b_h += tl.load(h0 + i_nh.to(tl.int64) * K * V + p_state) * tl.exp(-s * n_far.to(tl.float32))
+    if USE_HS:
+        if REVERSE:
+            j_lo, j_hi = i_g + 1, G
+        else:
+            j_lo, j_hi = 0, i_g
+        for j in range(j_lo, j_hi):
+            if REVERSE:
+                n_between = (j - i_g - 1) * SEG
+            else:
+                n_between = (i_g - 1 - j) * SEG
+            p_hs = hs + (j * tl.num_programs(1) + i_nh).to(tl.int64) * K * V + p_state
+            b_h += tl.load(p_hs) * tl.exp(-s * n_between.to(tl.float32))
 
     NT = tl.cdiv(L, BT)
     for it in range(0, NT):
@@ -102,15 +125,22 @@ def _chunk_kernel(
         else:
             d_q = tl.exp(-s * (o_t + 1).to(tl.float32))
             d_k = tl.exp(-s * tl.maximum(c - 1 - o_t, 0).to(tl.float32))
-        # The per-row decay of q is applied to q S's rows, so q feeds both products unchanged.
+        # The per-row decays go to the rows of q S and of v, so q and k^T feed the products
+        # straight from shared memory (k^T as the left operand of the state update too).
         b_o = tl.dot(b_q, b_h.to(b_q.dtype), input_precision=PRECISION) * d_q[:, None]  # [BT, BV]
         b_s = tl.dot(b_q, b_kt, input_precision=PRECISION) * m_intra  # [BT, BT]
         b_o = tl.dot(b_s.to(b_v.dtype), b_v, acc=b_o, input_precision=PRECISION)
         tl.store(o + row[:, None] * V + o_v[None, :], b_o.to(o.dtype.element_ty), mask=m_t[:, None])
-        b_kd = (b_kt * d_k[None, :]).to(b_kt.dtype)
-        b_h = tl.dot(b_kd, b_v, acc=b_h * tl.exp(-s * c.to(tl.float32)), input_precision=PRECISION)
+        b_vd = (b_v * d_k[:, None]).to(b_v.dtype)
+        b_h = tl.dot(b_kt, b_vd, acc=b_h * tl.exp(-s * c.to(tl.float32)), input_precision=PRECISION)
     if STORE_HT:
-        tl.store(ht + i_nh.to(tl.int64) * K * V + p_state, b_h)
+        # The last segment (REVERSE: the first) ends where the sequence does.
+        if REVERSE:
+            at_end = i_g == 0
+        else:
+            at_end = i_g == G - 1
+        if at_end:
+            tl.store(ht + i_nh.to(tl.int64) * K * V + p_state, b_h)
 
 
 @triton.jit
@@ -129,7 +159,13 @@ def _segment_state_kernel(
     REVERSE: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    i_v, i_nh, i_g = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    # Program axis 2 runs over the G - 1 segments whose contribution another segment needs: all
+    # but the last (REVERSE: all but the first).
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    if REVERSE:
+        i_g = tl.program_id(2) + 1
+    else:
+        i_g = tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
     bos = i_n.to(tl.int64) * T + i_g * SEG
     L = tl.minimum(SEG, T - i_g * SEG)
@@ -147,88 +183,48 @@ def _segment_state_kernel(
             w = tl.exp(-s * (start + o_t).to(tl.float32))
         else:
             w = tl.exp(-s * tl.maximum(L - 1 - start - o_t, 0).to(tl.float32))
-        b_h = tl.dot((b_kt * w[None, :]).to(b_kt.dtype), b_v, acc=b_h, input_precision=PRECISION)
+        b_h = tl.dot(b_kt, (b_v * w[:, None]).to(b_v.dtype), acc=b_h, input_precision=PRECISION)
     tl.store(hs + (i_g * tl.num_programs(1) + i_nh).to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], b_h)
 
 
-@triton.jit
-def _segment_scan_kernel(
-    hs,  # [G, B, H, K, V] fp32 segment contributions
-    h0,  # [B, H, K, V] fp32 state before the sequence (REVERSE: after it)
-    hi,  # [G, B, H, K, V] fp32 out: state entering each segment
-    ht,  # [B, H, K, V] fp32 out: state after the whole sequence
-    decay,
-    T,
-    SEG,
-    G,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BV: tl.constexpr,
-    REVERSE: tl.constexpr,
-    USE_H0: tl.constexpr,
-    STORE_HT: tl.constexpr,
-):
-    i_v, i_nh = tl.program_id(0), tl.program_id(1)
-    NH = tl.num_programs(1)
-    s = tl.load(decay + i_nh % H).to(tl.float32)
-    p = tl.arange(0, K)[:, None] * V + (i_v * BV + tl.arange(0, BV))[None, :]
-    b_h = tl.zeros([K, BV], dtype=tl.float32)
-    if USE_H0:
-        b_h += tl.load(h0 + i_nh.to(tl.int64) * K * V + p)
-    for it in range(0, G):
-        if REVERSE:
-            i_g = G - 1 - it
-        else:
-            i_g = it
-        off = (i_g * NH + i_nh).to(tl.int64) * K * V
-        tl.store(hi + off + p, b_h)
-        n = tl.minimum(SEG, T - i_g * SEG)
-        b_h = b_h * tl.exp(-s * n.to(tl.float32)) + tl.load(hs + off + p)
-    if STORE_HT:
-        tl.store(ht + i_nh.to(tl.int64) * K * V + p, b_h)
-
-
-def _n_segments(T, programs, device, chunk_size):
-    """Segments per sequence: 1 unless the grid would fill less than half the device."""
+def _n_segments(T, programs, device, chunk_size, waves):
+    """Segments per sequence: enough for ``waves`` programs per multiprocessor, none shorter than
+    MIN_SEGMENT tokens."""
     n_sm = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
-    if not CONFIG["waves"] or T < 2 * MIN_SEGMENT or 2 * programs > n_sm:
+    G = min(triton.cdiv(T, MIN_SEGMENT), max(1, round(waves * n_sm / programs)))
+    if G <= 1:
         return 1, T
-    G = min(triton.cdiv(T, MIN_SEGMENT), triton.cdiv(CONFIG["waves"] * n_sm, programs))
     seg = triton.cdiv(triton.cdiv(T, G), chunk_size) * chunk_size
     return triton.cdiv(T, seg), seg
 
 
-def _chunk_pass(q, k, v, decay, h0, cu_seqlens, reverse, store_state, chunk_size):
+def _chunk_pass(q, k, v, decay, h0, cu_seqlens, reverse, store_state, chunk_size, cfg):
     """One pass of ``_chunk_kernel``: q, k [B, T, H, K]; v [B, T, H, V] -> (o [B, T, H, V], state).
 
-    Without ``cu_seqlens`` a long sequence is cut into G segments that run in parallel: each
-    segment's own state contribution first (k and v read once more), a scan over segments for the
-    state entering each, then the chunk kernel per segment from that state.
+    Without ``cu_seqlens`` a long sequence may be cut into G segments that run in parallel: first
+    the own state contribution of every segment that another one needs (k and v of G - 1 segments
+    read once more), then the chunk kernel per segment, which sums the contributions before it into
+    its entering state.
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
     o = torch.empty_like(v)
     ht = q.new_empty(N, H, K, V, dtype=torch.float32) if store_state else None
-    BV = min(CONFIG["BV"], V)
+    BV = min(cfg["BV"], V)
     NV = triton.cdiv(V, BV)
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
-    meta = dict(H=H, K=K, V=V, BV=BV, REVERSE=reverse, PRECISION=precision, num_warps=CONFIG["num_warps"])
-    G, seg = (1, T) if cu_seqlens is not None else _n_segments(T, NV * N * H, q.device, chunk_size)
+    meta = dict(H=H, K=K, V=V, BV=BV, REVERSE=reverse, PRECISION=precision, num_warps=cfg["num_warps"])
+    G, seg = (1, T) if cu_seqlens is not None else _n_segments(T, NV * N * H, q.device, chunk_size, cfg["waves"])
+    hs = None
     if G > 1:
         hs = q.new_empty(G, N, H, K, V, dtype=torch.float32)
-        _segment_state_kernel[(NV, N * H, G)](k, v, hs, decay, T, seg, BT=chunk_size, **meta)
-        hi = torch.empty_like(hs)
-        _segment_scan_kernel[(NV, N * H)](
-            hs, h0, hi, ht, decay, T, seg, G, H=H, K=K, V=V, BV=BV, REVERSE=reverse,
-            USE_H0=h0 is not None, STORE_HT=store_state, num_warps=CONFIG["num_warps"],
-        )
-        h0, store_state = hi, False
+        _segment_state_kernel[(NV, N * H, G - 1)](k, v, hs, decay, T, seg, BT=chunk_size, **meta)
     _chunk_kernel[(NV, N * H, G)](
-        q, k, v, o, h0, ht, decay, cu_seqlens, T, seg,
-        BT=chunk_size, USE_H0=h0 is not None, STORE_HT=store_state, VARLEN=cu_seqlens is not None,
-        num_stages=CONFIG["num_stages"], **meta,
+        q, k, v, o, h0, hs, ht, decay, cu_seqlens, T, seg,
+        BT=chunk_size, USE_H0=h0 is not None, USE_HS=hs is not None, STORE_HT=store_state,
+        VARLEN=cu_seqlens is not None,
+        num_stages=cfg["num_stages"], **meta,
     )
     return o, ht
 
@@ -236,7 +232,7 @@ def _chunk_pass(q, k, v, decay, h0, cu_seqlens, reverse, store_state, chunk_size
 class ChunkLightningAttn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, decay, initial_state, cu_seqlens, output_final_state, chunk_size):
-        o, ht = _chunk_pass(q, k, v, decay, initial_state, cu_seqlens, False, output_final_state, chunk_size)
+        o, ht = _chunk_pass(q, k, v, decay, initial_state, cu_seqlens, False, output_final_state, chunk_size, CONFIG)
         ctx.save_for_backward(q, k, v, decay, initial_state, cu_seqlens)
         ctx.chunk_size = chunk_size
         return o, ht
@@ -250,9 +246,9 @@ class ChunkLightningAttn(torch.autograd.Function):
         h0_t = None if h0 is None else h0.transpose(-1, -2).contiguous()
         r0 = None if dht is None else (dht * inv_lam).contiguous()
         r0_t = None if r0 is None else r0.transpose(-1, -2).contiguous()
-        dq, _ = _chunk_pass(do, v, k, decay, h0_t, cu_seqlens, False, False, C)
-        dv, r_start = _chunk_pass(k, q, do, decay, r0, cu_seqlens, True, h0 is not None, C)
-        dk, _ = _chunk_pass(v, do, q, decay, r0_t, cu_seqlens, True, False, C)
+        dq, _ = _chunk_pass(do, v, k, decay, h0_t, cu_seqlens, False, False, C, BWD_CONFIG)
+        dv, r_start = _chunk_pass(k, q, do, decay, r0, cu_seqlens, True, h0 is not None, C, BWD_CONFIG)
+        dk, _ = _chunk_pass(v, do, q, decay, r0_t, cu_seqlens, True, False, C, BWD_CONFIG)
         dh0 = None if h0 is None else r_start / inv_lam
         return dq, dk, dv, None, dh0, None, None, None
 

@@ -72,7 +72,9 @@ def test_segmented_matches_recurrence(poisoned, monkeypatch, T, chunk, with_h0):
 
     monkeypatch.setattr(chunk_mod, "MIN_SEGMENT", 32)
     monkeypatch.setitem(chunk_mod.CONFIG, "waves", 4)
-    assert chunk_mod._n_segments(T, 2, torch.device("cpu"), chunk)[0] > 2
+    monkeypatch.setitem(chunk_mod.BWD_CONFIG, "waves", 2)
+    segments = [chunk_mod._n_segments(T, 2, torch.device("cpu"), chunk, waves)[0] for waves in (4, 2)]
+    assert segments[0] > segments[1] > 2  # the forward and the backward passes cut differently
     leaves, decay = _inputs(1, T, 2, 16, 16, torch.float32, with_h0)
     h0 = leaves[3] if with_h0 else None
     o, ht = chunk_lightning_attn(*leaves[:3], decay, h0, output_final_state=True, chunk_size=chunk)
