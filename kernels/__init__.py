@@ -94,9 +94,11 @@ def fused_logprobs(hidden, weight, targets, backend="auto"):
     """Per-target log-probability and entropy, logits in fp32 without materializing them.
 
     hidden [N, d], weight [V, d], targets [N] -> (logprobs [N] fp32, entropy [N] fp32);
-    differentiable w.r.t. hidden and weight.
+    differentiable w.r.t. hidden and weight. "auto" takes the reference where a row of d values is
+    not a multiple of 16 bytes (the Triton kernel loads through TMA).
     """
-    if _use_triton(backend, hidden):
+    row_bytes = hidden.shape[-1] * torch.promote_types(hidden.dtype, weight.dtype).itemsize
+    if _use_triton(backend, hidden) and (backend == "triton" or row_bytes % 16 == 0):
         from kernels.logprobs.fused_linear import fused_linear_logprobs
 
         return fused_linear_logprobs(hidden, weight, targets)

@@ -65,3 +65,15 @@ def test_only_logprob_gradient(poisoned):
     fused_logprobs(h_ref, w, t, backend="reference")[0].sum().backward()
     assert w.grad is None
     assert rel_err(h.grad, h_ref.grad) < 1e-5
+
+
+def test_rows_tma_cannot_load(poisoned):
+    """d=6 in fp32 (24-byte rows): "auto" takes the reference, "triton" says why it cannot."""
+    h = torch.randn(5, 6)
+    w = torch.randn(30, 6)
+    t = torch.randint(0, 30, (5,))
+    lp, ent = fused_logprobs(h, w, t, backend="auto")
+    rlp, rent = fused_logprobs(h, w, t, backend="reference")
+    assert rel_err(lp, rlp) < 1e-6 and rel_err(ent, rent) < 1e-6
+    with pytest.raises(ValueError, match="16 bytes"):
+        fused_logprobs(h, w, t, backend="triton")
