@@ -1,11 +1,11 @@
-"""python -m bench.agreement_gpu --out bench/results --seconds 75  (on a CUDA machine)
+"""python -m bench.agreement_gpu --output bench/results --seconds 75  (on a CUDA machine)
 
 Figure 3 on trained weights at GPU scale: the ``small`` preset (M1 architecture, 16 layers, d=2048,
 head_dim 128) trained for a fixed wall-clock budget on the shipped chat corpus
 (data/tokenizer_corpus.txt; fp32 master weights, bf16 autocast, AdamW), then measured by
-``tasks.agreement.measure_agreement`` with bf16 weights: responses sampled by the recurrent decode
+``tasks.train.agreement.measure_agreement`` with bf16 weights: responses sampled by the recurrent decode
 path, rescored by the chunked training path, bf16 head vs FP32 head. Self-contained because the GPU
-image has no mlflow/prefect for ``tasks.sft``. Writes ``OUT/agreement_small.json`` / ``.png``.
+image has no mlflow/prefect for ``tasks.train.sft``. Writes ``OUT/agreement_small.json`` / ``.png``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from tasks.agreement import measure_agreement
-from tasks.rl.policy import build_policy
+from tasks.train.agreement import measure_agreement
+from tasks.train.policy import build_policy
 
 
 def dialogues(path: Path) -> list[tuple[str, str]]:
@@ -35,7 +35,7 @@ def dialogues(path: Path) -> list[tuple[str, str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--output", type=Path, required=True)
     ap.add_argument("--seconds", type=float, default=75.0)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -83,13 +83,13 @@ def main() -> None:
     print(f"trained {step} steps in {time.time() - t0:.0f} s, final loss {sum(losses[-10:]) / 10:.3f}", flush=True)
     del opt
     model = model.to(torch.bfloat16)
-    out = args.out / f"agreement_{args.preset}"
+    out = args.output / f"agreement_{args.preset}"
     summary = measure_agreement(
         model, tok, [q for q, _ in held_out], out, max_new_tokens=96, batch_size=64,
-        figure=args.out / f"agreement_{args.preset}.png",
+        figure=args.output / f"agreement_{args.preset}.png",
         title=f"{args.preset} preset ({n_params / 1e9:.2f}B), {step} steps on {dev}, bf16 weights",
     )
-    shutil.copy(out / "agreement.json", args.out / f"agreement_{args.preset}.json")
+    shutil.copy(out / "agreement.json", args.output / f"agreement_{args.preset}.json")
     print(summary["heads"])
 
 

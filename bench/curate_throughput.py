@@ -1,4 +1,4 @@
-"""python -m bench.curate_throughput --rows 1000000 --work runs/curate_bench --out bench/results/curate_throughput.md
+"""python -m bench.curate_throughput --rows 1000000 --work runs/curate_bench --output bench/results/curate_throughput.md
 
 Throughput and peak memory of the curation stages on short QA rows (issue #5's target: clean +
 exact/MinHash dedup + n-gram decontamination of 1M rows in under 5 minutes with peak memory under
@@ -60,16 +60,22 @@ def worker(stage: str, inp: str, out: str, extra: str) -> None:
 
     torch.set_num_threads(1)
     kw = json.loads(extra)
+    benchmarks = kw.pop("benchmarks", None)
     t = time.perf_counter()
     if stage == "clean":
+        from tasks.curate.clean import CleanParams as Params
         from tasks.curate.clean import clean as fn
     elif stage == "dedup":
+        from tasks.curate.dedup import DedupParams as Params
         from tasks.curate.dedup import dedup as fn
     elif stage == "decontaminate":
+        from tasks.curate.decontaminate import DecontaminateParams as Params
         from tasks.curate.decontaminate import decontaminate as fn
     else:
+        from tasks.curate.questions import QuestionsParams as Params
         from tasks.curate.questions import questions as fn
-    report = fn(inp, out, **kw)
+    extra_kw = {"benchmarks": benchmarks} if benchmarks is not None else {}
+    report = fn(inp, out, Params(**kw), **extra_kw)
     report.pop("removed", None)
     report["wall_s"] = time.perf_counter() - t
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--sample", type=int, default=2000, help="rows for the embedding and math-verify steps")
     ap.add_argument("--work", default="runs/curate_bench")
-    ap.add_argument("--out", default=None, help="markdown file for the table")
+    ap.add_argument("--output", default=None, help="markdown file for the table")
     ap.add_argument("--worker", nargs=4, metavar=("STAGE", "IN", "OUT", "KWARGS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -102,9 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     t = time.perf_counter()
     src = work / "input.parquet"
     make_rows(args.rows).write_parquet(src)
-    from tasks.curate.synth import write
+    from tasks.curate.synth import RawMathParams, write
 
-    bench_file = write(work / "synth", 200, seed=5)["benchmark"]  # a small math test set beside HumanEval
+    bench_file = write(work / "synth", RawMathParams(n_base=200, seed=5))["benchmark"]  # a small math test set beside HumanEval
     gen_s = time.perf_counter() - t
 
     rows = []
@@ -155,9 +161,9 @@ def main(argv: list[str] | None = None) -> None:
                      f"{r['peak_rss_mb']:.0f} | {json.dumps(detail)} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,11 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 work=/tmp/ds_run
 rm -rf "$work"
 t0=$(date +%s)
-python3 -m tasks.sft --out-dir "$work/sft" --steps "${SFT_STEPS:-400}" > "$OUT/sft.log" 2>&1 || { tail -c 3000 "$OUT/sft.log"; exit 1; }
+python3 -m tasks.train.sft --output "$work/sft" --set steps="${SFT_STEPS:-400}" > "$OUT/sft.log" 2>&1 || { tail -c 3000 "$OUT/sft.log"; exit 1; }
 t1=$(date +%s)
 RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511 \
-  python3 -m tasks.rl.train --algorithm cispo --train-engine deepspeed --policy "$work/sft/policy" \
-  --out-dir "$work/rl" --steps "${RL_STEPS:-20}" > "$OUT/rl.log" 2>&1 || { tail -c 3000 "$OUT/rl.log"; exit 1; }
+  python3 -m tasks.train.rl.train --policy "$work/sft/policy" --output "$work/rl" \
+  --set algorithm=cispo --set train_engine=deepspeed --set steps="${RL_STEPS:-20}" > "$OUT/rl.log" 2>&1 || { tail -c 3000 "$OUT/rl.log"; exit 1; }
 t2=$(date +%s)
 {
   echo "# DeepSpeed ZeRO-2, one H200, tiny preset, params.yaml rl/sft sections (SFT ${SFT_STEPS:-400} steps, CISPO ${RL_STEPS:-20} steps)"

@@ -3,53 +3,141 @@
     python -m flows.dag --write     # regenerate dvc.yaml from STAGES
     python -m flows.dag --check     # exit 1 if dvc.yaml has drifted
 
-Each stage is a command over files (``python -m <module> ...``) with the files it reads (code and
-data), the params.yaml keys it reads, and the files it writes. The stage list is ``flows.stages.STAGES``. The Prefect flow
-(``flows.full_pipeline``) runs the same commands in the same order, so Prefect and DVC cannot drift
-apart: a test holds ``dvc.yaml`` equal to ``to_dvc(STAGES)``.
+A stage is a module's command line over files: ``python -m <module> --<input> PATH ... --output PATH
+--params params.yaml``. Its stage entry names only the module, its inputs and its output; the rest is
+derived, so nothing is typed twice:
+
+- its code dependencies are the import closure of the module (``import_closure``: every project
+  file the module imports, directly or not, package ``__init__`` files included);
+- its params are the keys of the module's ``PARAMS`` mapping (``tasks.config``: the sections its
+  ``main`` loads), read from the module's source.
+
+The stage list is ``flows.stages.STAGES``. The Prefect flow (``flows.full_pipeline``) runs the same
+commands in the same order, so Prefect and DVC cannot drift apart: a test holds ``dvc.yaml`` equal to
+``to_dvc(STAGES)``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+PARAMS_FILE = "params.yaml"
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One node of the DAG: ``python -m module *args``, reading ``deps`` and ``params``, writing ``outs``."""
+    """One node of the DAG: ``python -m module --<name> <path> ... --output <output> --params params.yaml``."""
 
     name: str
     module: str
-    args: tuple[str, ...]
-    deps: tuple[str, ...]
-    outs: tuple[str, ...]
-    params: tuple[str, ...] = ()
-    #: the source files and folders the stage runs (tracked by DVC as deps, hashed for resume)
-    code: tuple[str, ...] = ()
+    #: flag name -> path of each file or folder the stage reads (the flag is ``--<name>``)
+    inputs: dict[str, str] = field(default_factory=dict)
+    #: the file or folder the stage writes
+    output: str = ""
     #: placed on a GPU worker at scale (Prefect tag "gpu"); runs on CPU at the tiny default
     gpu: bool = False
     description: str = ""
 
     @property
     def argv(self) -> list[str]:
-        return ["-m", self.module, *self.args]
+        flags = [x for name, path in self.inputs.items() for x in (f"--{name.replace('_', '-')}", path)]
+        return ["-m", self.module, *flags, "--output", self.output, "--params", PARAMS_FILE]
 
     @property
     def cmd(self) -> str:
         return " ".join(["python", *self.argv])
 
     @property
-    def all_deps(self) -> tuple[str, ...]:
-        return (*self.code, *self.deps)
+    def deps(self) -> tuple[str, ...]:
+        return tuple(self.inputs.values())
+
+    @property
+    def outs(self) -> tuple[str, ...]:
+        return (self.output,)
+
+    def code(self, root: Path = ROOT) -> tuple[str, ...]:
+        """The project files the stage's module imports (its code dependencies), relative to ``root``."""
+        return import_closure(self.module, root)
+
+    def params(self, root: Path = ROOT) -> tuple[str, ...]:
+        """The params.yaml sections the stage reads: the keys of its module's ``PARAMS``."""
+        return declared_params(self.module, root)
+
+
+def module_file(name: str, root: Path) -> Path | None:
+    """The source file of module ``name`` under ``root`` (a package's ``__init__.py``), or None."""
+    base = root.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_names(path: Path, module: str) -> set[str]:
+    """Absolute names of every module ``path`` may import (a ``from x import y`` adds ``x`` and ``x.y``)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names.add(base)
+            names.update(f"{base}.{a.name}" for a in node.names)
+    return names
+
+
+def import_closure(module: str, root: Path = ROOT) -> tuple[str, ...]:
+    """Every project file reached by importing ``module`` from ``root``, sorted, relative to ``root``.
+
+    Importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` first, so those count too.
+    Only static imports are seen: ``tests/test_dag_deps.py`` forbids dynamic ones in project code.
+    """
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:i])
+            if prefix in seen:
+                continue
+            path = module_file(prefix, root)
+            if path is None:
+                continue
+            seen[prefix] = path
+            todo.extend(_imported_names(path, prefix))
+    if module not in seen:
+        raise ModuleNotFoundError(f"stage module {module!r} has no source file under {root}")
+    return tuple(sorted(str(p.relative_to(root)) for p in seen.values()))
+
+
+def declared_params(module: str, root: Path = ROOT) -> tuple[str, ...]:
+    """The keys of ``PARAMS = {"section": Class, ...}`` in the module's source (empty when it has none)."""
+    path = module_file(module, root)
+    if path is None:
+        raise ModuleNotFoundError(f"stage module {module!r} has no source file under {root}")
+    for node in ast.parse(path.read_text()).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == "PARAMS" for t in targets):
+            if not isinstance(node.value, ast.Dict) or not all(isinstance(k, ast.Constant) for k in node.value.keys):
+                raise ValueError(f"{path}: PARAMS must be a dict literal with string keys")
+            return tuple(k.value for k in node.value.keys)
+    return ()
 
 
 def upstream(stage: Stage, stages: list[Stage]) -> list[str]:
@@ -85,13 +173,13 @@ def topological(stages: list[Stage]) -> list[Stage]:
     return [by_name[n] for n in done]
 
 
-def to_dvc(stages: list[Stage]) -> dict:
+def to_dvc(stages: list[Stage], root: Path = ROOT) -> dict:
     """The ``dvc.yaml`` document for ``stages``."""
     out = {}
     for s in stages:
-        entry: dict = {"cmd": s.cmd, "deps": list(s.all_deps)}
-        if s.params:
-            entry["params"] = list(s.params)
+        entry: dict = {"cmd": s.cmd, "deps": [*s.code(root), *s.deps]}
+        if s.params(root):
+            entry["params"] = list(s.params(root))
         entry["outs"] = list(s.outs)
         out[s.name] = entry
     return {"stages": out}
@@ -110,28 +198,22 @@ def _hash_path(path: Path, h: "hashlib._Hash") -> None:
 
 
 def params_values(keys: tuple[str, ...], params_file: Path) -> dict:
-    """The values of dotted ``keys`` in ``params_file``; a missing key is an error naming it."""
+    """The raw values of sections ``keys`` in ``params_file`` (through ``tasks.config``, the one reader)."""
+    from tasks.config import read_params, section_values
+
     if not keys:
         return {}
-    doc = yaml.safe_load(params_file.read_text()) or {}
-    values = {}
-    for key in keys:
-        node = doc
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise KeyError(f"{params_file}: stage parameter {key!r} is missing")
-            node = node[part]
-        values[key] = node
-    return values
+    doc = read_params(params_file, check_shape=False)
+    return {key: section_values(doc, key) for key in keys}
 
 
-def fingerprint(stage: Stage, root: Path = ROOT, params_file: str = "params.yaml") -> str:
-    """A hash of everything the stage's result depends on: command, dependency files, params."""
+def fingerprint(stage: Stage, root: Path = ROOT) -> str:
+    """A hash of everything the stage's result depends on: command, code, inputs, params."""
     h = hashlib.sha256(stage.cmd.encode())
-    for dep in stage.all_deps:
+    for dep in (*stage.code(root), *stage.deps):
         h.update(dep.encode())
         _hash_path(root / dep, h)
-    h.update(json.dumps(params_values(stage.params, root / params_file), sort_keys=True).encode())
+    h.update(json.dumps(params_values(stage.params(root), root / PARAMS_FILE), sort_keys=True).encode())
     return h.hexdigest()
 
 

@@ -30,8 +30,9 @@ import flows  # noqa: F401  (sets tool-state locations before prefect is importe
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.dag import ROOT, Stage, fingerprint, topological, upstream
+from flows.dag import PARAMS_FILE, ROOT, Stage, fingerprint, topological, upstream
 from flows.stages import STAGES
+from tasks.config import check_sections, exits_cleanly
 
 STAMPS = Path("runs/stamps")
 LOGS = Path("runs/logs")
@@ -136,6 +137,9 @@ def full_pipeline(only: list[str] | None = None, force: bool = False, root: str 
         unknown = sorted(set(only) - {s.name for s in STAGES})
         if unknown:
             raise ValueError(f"unknown stage(s) {unknown}; stages: {[s.name for s in STAGES]}")
+    selected = [s for s in STAGES if not only or s.name in only]
+    # every section the stages read is checked before the first one starts, not when the fifth does
+    check_sections(Path(root) / PARAMS_FILE, sorted({k for s in selected for k in s.params(Path(root))}))
     futures = {}
     for s in topological(STAGES):
         if only and s.name not in only:
@@ -150,6 +154,7 @@ def full_pipeline(only: list[str] | None = None, force: bool = False, root: str 
     return results
 
 
+@exits_cleanly
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="comma-separated stage names")

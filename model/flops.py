@@ -1,4 +1,4 @@
-"""python -m model.flops --out docs/figures/flops_fig1.png
+"""python -m model.flops --output docs/figures/flops_fig1.png
 
 Theoretical inference FLOPs against generation length (the report's Figure 1, right) for
 MiniMax-M1, DeepSeek-R1 and Qwen3-235B-A22B, from their published configurations.
@@ -164,7 +164,7 @@ def draw_figure(out: str | Path, max_length: int = 128_000, mla_absorbed: bool =
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="docs/figures/flops_fig1.png")
+    p.add_argument("--output", default="docs/figures/flops_fig1.png")
     p.add_argument("--max-length", type=int, default=128_000)
     p.add_argument("--mla-absorbed", action="store_true", help="count DeepSeek's MLA in its absorbed form")
     args = p.parse_args(argv)
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         per_token = ratio("minimax-m1", "deepseek-r1", L, args.mla_absorbed)
         whole = ratio("minimax-m1", "deepseek-r1", L, args.mla_absorbed, cumulative=True)
         print(f"M1 / DeepSeek-R1 at {L // 1000}K: {per_token:.3f} per token, {whole:.3f} cumulative")
-    print(f"wrote {draw_figure(args.out, args.max_length, args.mla_absorbed)}")
+    print(f"wrote {draw_figure(args.output, args.max_length, args.mla_absorbed)}")
 
 
 if __name__ == "__main__":

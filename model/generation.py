@@ -21,8 +21,7 @@ above ``repetition_p``; the N-th such token is the last one kept) and ``length``
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -54,18 +53,6 @@ class SamplingParams:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"SamplingParams.{name} = {getattr(self, name)!r} is out of range")
-
-
-def load_sampling_params(path: str | Path = "params.yaml", **overrides) -> SamplingParams:
-    """The ``generation:`` section of params.yaml as ``SamplingParams`` (unknown keys are an error)."""
-    import yaml
-
-    section = (yaml.safe_load(Path(path).read_text()) or {}).get("generation") or {}
-    names = {f.name for f in fields(SamplingParams)}
-    unknown = set(section) - names
-    if unknown:
-        raise ValueError(f"{path}: generation section has unknown keys {sorted(unknown)}")
-    return SamplingParams(**{**section, **overrides})
 
 
 @dataclass

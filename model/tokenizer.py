@@ -1,4 +1,4 @@
-"""python -m model.tokenizer --out runs/tokenizer [--vocab-size 1024] [--corpus data/tokenizer_corpus.txt]
+"""python -m model.tokenizer --output runs/tokenizer --vocab-size 1024 --corpus data/tokenizer_corpus.txt
 
 The project tokenizer: a byte-level BPE (the ``tokenizers`` library) trained on the project's own
 text, saved in Hugging Face format (``tokenizer.json`` + ``tokenizer_config.json`` with the chat
@@ -8,7 +8,7 @@ Chat format: ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per message;
 ``add_generation_prompt=True`` ends with ``<|im_start|>assistant\\n``. An assistant reply is
 ``<think>...</think><answer>...</answer><|im_end|>`` (``<|im_end|>`` is the eos token).
 
-``python -m model.tokenizer corpus --out data/tokenizer_corpus.txt`` regenerates the shipped corpus:
+``python -m model.tokenizer corpus --output data/tokenizer_corpus.txt`` regenerates the shipped corpus:
 seeded synthetic reasoning text in the chat format (arithmetic with worked steps, sequences, ciphers,
 English connective prose), so the tokenizer never depends on downloaded data.
 """
@@ -123,28 +123,27 @@ def build_corpus(n_dialogues: int = 3000, seed: int = 0) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from model.params import load_section
-
-    defaults = load_section("model").get("tokenizer", {})
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("command", nargs="?", choices=["train", "corpus"], default="train")
-    p.add_argument("--out", default=None, help="tokenizer dir (train) or corpus file (corpus)")
-    p.add_argument("--vocab-size", type=int, default=defaults.get("vocab_size", 1024))
-    p.add_argument("--corpus", default=defaults.get("corpus", "data/tokenizer_corpus.txt"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", required=True, help="tokenizer dir (train) or corpus file (corpus)")
+    p.add_argument("--vocab-size", type=int, help="train: vocabulary size (the tiny preset's is 1024)")
+    p.add_argument("--corpus", help="train: text file, one line per sample (data/tokenizer_corpus.txt ships)")
+    p.add_argument("--seed", type=int, default=0, help="corpus: seed of the synthetic text")
     args = p.parse_args(argv)
     if args.command == "corpus":
-        out = Path(args.out or args.corpus)
+        out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("".join(build_corpus(seed=args.seed)))
         print(f"wrote {out}")
         return
+    if args.vocab_size is None or args.corpus is None:
+        p.error("train needs --vocab-size and --corpus")
     corpus = Path(args.corpus)
     if not corpus.exists():
-        raise FileNotFoundError(f"{corpus}: corpus missing; run `python -m model.tokenizer corpus`")
+        raise FileNotFoundError(f"{corpus}: corpus missing; run `python -m model.tokenizer corpus --output {corpus}`")
     texts = corpus.read_text().splitlines(keepends=True)  # byte-level BPE never merges across lines
-    tok = train_tokenizer(texts, args.vocab_size, args.out or defaults.get("out_dir", "runs/tokenizer"))
-    print(f"trained {len(tok)} tokens on {corpus} -> {args.out or defaults.get('out_dir')}")
+    tok = train_tokenizer(texts, args.vocab_size, args.output)
+    print(f"trained {len(tok)} tokens on {corpus} -> {args.output}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""tasks.code_tasks: HumanEval through the sandbox and generated stdin/stdout problems."""
+"""tasks.envs.code_tasks: HumanEval through the sandbox and generated stdin/stdout problems."""
 
 from __future__ import annotations
 
 import pytest
 
-import tasks.code_tasks as ct
-from tasks.base import TASKS, Task
+import tasks.envs.code_tasks as ct
+from tasks.envs.base import TASKS, Task
 
 
 def reply(answer: str) -> str:
@@ -59,7 +59,7 @@ def test_humaneval_reply_without_imports_uses_the_prompts():
 
 @pytest.mark.parametrize("family", sorted(ct._FAMILIES))
 def test_each_family_reference_program_matches_its_solver(family):
-    from tasks.sandbox import run
+    from tasks.envs.sandbox import run
 
     import random
 
@@ -85,19 +85,19 @@ def test_solvers_on_hand_computed_inputs():
 def test_code_io_reference_passes_and_wrong_programs_fail(difficulty):
     task = TASKS["code_io"]
     item = task.generate(1, seed=2, difficulty=difficulty)[0]
-    assert len(item["metadata"]["tests"]) == task.tests_per_item
+    assert len(item["metadata"]["tests"]) == task.params.tests_per_item
     assert task.verify(item, reply(item["answer"])) == 1.0
     assert task.verify(item, reply("```python\nprint(0)\n```")) == 0.0
 
 
 def test_code_io_program_that_hangs_scores_zero():
-    task = ct.CodeIOTask(timeout_s=1.0)
+    task = ct.CodeIOTask(ct.CodeParams(timeout_s=1.0))
     item = task.generate(1, seed=0, difficulty=1)[0]
     assert task.verify(item, reply("```python\nwhile True:\n    pass\n```")) == 0.0
 
 
 def test_partial_credit_counts_passed_tests():
-    task = ct.CodeIOTask(partial_credit=True, tests_per_item=4)
+    task = ct.CodeIOTask(ct.CodeParams(partial_credit=True, tests_per_item=4))
     item = task.generate(1, seed=0, difficulty=1)[0]
     # right on the first test only: hard-code its expected output
     first = item["metadata"]["tests"][0]

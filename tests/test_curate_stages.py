@@ -9,11 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tasks.curate.clean import clean
-from tasks.curate.decontaminate import decontaminate
-from tasks.curate.dedup import dedup
+from tasks.curate.clean import CleanParams, clean
+from tasks.curate.decontaminate import DecontaminateParams, decontaminate
+from tasks.curate.dedup import DedupParams, dedup
 from tasks.curate.io import CurateInputError, scan
-from tasks.curate.questions import classify, questions
+from tasks.curate.questions import QuestionsParams, classify, questions
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -51,7 +51,7 @@ CLEAN_ROWS = [
 
 def test_clean_reasons_normalisation_and_extraction(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "question": q, "answer": a, "extra": k} for k, (i, q, a, _) in enumerate(CLEAN_ROWS)])
-    report = clean(src, tmp_path / "out")
+    report = clean(src, tmp_path / "out", CleanParams())
     got = reasons(tmp_path / "out")
     assert got == {i: want for i, _, _, want in CLEAN_ROWS}
     kept, rej, _ = outputs(tmp_path / "out")
@@ -68,7 +68,7 @@ def test_clean_reasons_normalisation_and_extraction(tmp_path):
 def test_clean_keeps_code_indentation_and_reads_csv(tmp_path):
     q = "What does this print?\n```python\nfor i in range(2):\n    print(i)\n```"
     pl.DataFrame({"question": [q], "answer": ["007"]}).write_csv(tmp_path / "in.csv")
-    clean(tmp_path / "in.csv", tmp_path / "out")
+    clean(tmp_path / "in.csv", tmp_path / "out", CleanParams())
     kept, _, _ = outputs(tmp_path / "out")
     assert kept["question"][0] == q and kept["answer"][0] == "007"  # CSV columns stay text
 
@@ -104,7 +104,7 @@ DEDUP_ROWS = [
 def test_dedup_exact_near_semantic_and_sft(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", [{**r, "answer": "1"} for r in DEDUP_ROWS])
     sft = write_jsonl(tmp_path / "sft.jsonl", [{"question": "what is the greatest common divisor of 12 and 18"}])
-    report = dedup(src, tmp_path / "out", sft_path=sft)
+    report = dedup(src, tmp_path / "out", DedupParams(), sft_path=sft)
     assert reasons(tmp_path / "out") == {
         "a": None, "a_exact": "duplicate_exact", "b": None, "b_near": "duplicate_near",
         "b_other_numbers": None, "c": None, "c_para": "duplicate_semantic", "d_sft": "sft_exact",
@@ -118,7 +118,7 @@ def test_dedup_exact_near_semantic_and_sft(tmp_path):
 
 def test_dedup_without_numbers_guard_merges_template_siblings(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", [{**r, "answer": "1"} for r in DEDUP_ROWS[2:5]])
-    dedup(src, tmp_path / "out", semantic=False, same_numbers=False)
+    dedup(src, tmp_path / "out", DedupParams(semantic=False, same_numbers=False))
     assert reasons(tmp_path / "out")["b_other_numbers"] == "duplicate_near"
 
 
@@ -126,8 +126,8 @@ def test_streaming_in_small_chunks_gives_the_same_result(tmp_path):
     rows = [{**r, "answer": "1"} for r in DEDUP_ROWS] * 2
     rows = [{**r, "id": f"{r['id']}#{k}"} for k, r in enumerate(rows)]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
-    dedup(src, tmp_path / "one", semantic=False)
-    dedup(src, tmp_path / "many", semantic=False, chunk_size=3)
+    dedup(src, tmp_path / "one", DedupParams(semantic=False))
+    dedup(src, tmp_path / "many", DedupParams(semantic=False, chunk_size=3))
     one, many = reasons(tmp_path / "one"), reasons(tmp_path / "many")
     assert one == many and len(one) == len(rows)
     assert sum(r is None for r in one.values()) == 8  # 10 rows less an exact and a near copy; the repeat all goes
@@ -148,7 +148,7 @@ def test_decontaminate_ngram_and_embedding_with_matches_listed(tmp_path):
         {"id": "sibling", "question": "How many positive divisors does 480 have?", "answer": "24"},
         {"id": "fresh", "question": "What is the sum of the first 10 positive integers?", "answer": "55"},
     ]
-    report = decontaminate(write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out", benchmarks=[bench])
+    report = decontaminate(write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out", DecontaminateParams(), benchmarks=[bench])
     assert reasons(tmp_path / "out") == {"he": "ngram_overlap", "edit": "ngram_overlap", "para": "embedding_similarity",
                                           "sibling": None, "fresh": None}
     matched = {r["id"]: (r["benchmark"], r["benchmark_id"]) for r in report["removed"]}
@@ -162,8 +162,8 @@ def test_ngram_sizes_decide_what_an_edit_in_the_middle_hides(tmp_path):
     edited = words.copy()
     edited[6] = "EDITED"  # every 13-gram of 15 words covers position 6; the 8-gram of positions 7..14 does not
     src = write_jsonl(tmp_path / "in.jsonl", [{"id": "x", "question": " ".join(edited), "answer": "1"}])
-    decontaminate(src, tmp_path / "o13", benchmarks=[bench], humaneval=False, embedding=False, ngram_sizes=[13])
-    decontaminate(src, tmp_path / "o8", benchmarks=[bench], humaneval=False, embedding=False, ngram_sizes=[13, 8])
+    decontaminate(src, tmp_path / "o13", DecontaminateParams(humaneval=False, embedding=False, ngram_sizes=[13]), benchmarks=[bench])
+    decontaminate(src, tmp_path / "o8", DecontaminateParams(humaneval=False, embedding=False, ngram_sizes=[13, 8]), benchmarks=[bench])
     assert reasons(tmp_path / "o13") == {"x": None} and reasons(tmp_path / "o8") == {"x": "ngram_overlap"}
 
 
@@ -197,7 +197,7 @@ def test_questions_stage_rewrites_and_checks_answers_with_math_verify(tmp_path):
         {"id": "word", "question": "What is the capital of France?", "answer": "Paris"},
         {"id": "tf", "question": "True or false: 2 is even.", "answer": "True"},
     ]
-    report = questions(write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out")
+    report = questions(write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out", QuestionsParams())
     assert reasons(tmp_path / "out") == {"mc": None, "frac": None, "word": "unparseable_answer", "tf": "binary"}
     kept, _, _ = outputs(tmp_path / "out")
     assert dict(zip(kept["id"], kept["answer"])) == {"mc": "3/4", "frac": "\\frac{1}{2}"}

@@ -8,7 +8,11 @@ import json
 import polars as pl
 import pytest
 
-from tasks.difficulty import default_verifier, difficulty, pass_rates
+from tasks.config import ParamsError
+from tasks.envs.params import EnvParams
+from tasks.curate.difficulty import DifficultyParams, difficulty, pass_rates, task_verifier
+
+verify = task_verifier(EnvParams())
 
 
 class StubPolicy:
@@ -29,7 +33,7 @@ def test_rates_and_strict_bounds(tmp_path):
     rows = [{"id": q, "question": q, "answer": "\\frac{1}{2}"} for q in right]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     policy = StubPolicy(right, {q: "0.5" for q in right})  # math-verify: 0.5 == 1/2
-    report = difficulty(tmp_path / "in.jsonl", tmp_path / "out", policy=policy, k=10, batch_size=20)
+    report = difficulty(tmp_path / "in.jsonl", tmp_path / "out", DifficultyParams(k=10, batch_size=20), policy, verify)
     kept = pl.read_parquet(tmp_path / "out" / "kept.parquet")
     rej = pl.read_parquet(tmp_path / "out" / "rejected.parquet")
     assert dict(zip(kept["id"], kept["pass_rate"])) == {"q1": 0.1, "q5": 0.5}
@@ -42,21 +46,22 @@ def test_rates_and_strict_bounds(tmp_path):
 def test_other_bounds_and_bad_bounds(tmp_path):
     right = {"a": 2, "b": 3}
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"question": q, "answer": "7"}) + "\n" for q in right))
-    difficulty(tmp_path / "in.jsonl", tmp_path / "out", policy=StubPolicy(right, {"a": "7", "b": "7"}), k=4, lower=0.5, upper=1.0)
+    difficulty(tmp_path / "in.jsonl", tmp_path / "out", DifficultyParams(k=4, lower=0.5, upper=1.0),
+               StubPolicy(right, {"a": "7", "b": "7"}), verify)
     kept = pl.read_parquet(tmp_path / "out" / "kept.parquet")
     assert kept["question"].to_list() == ["b"]  # 3/4 kept; 2/4 = 0.5 is not strictly above 0.5
-    with pytest.raises(ValueError, match="lower < upper"):
-        difficulty(tmp_path / "in.jsonl", tmp_path / "o2", policy=StubPolicy(right, {}), lower=0.9, upper=0.9)
+    with pytest.raises(ParamsError, match=r"difficulty.upper = 0.9: allowed: a number > lower \(0.9\)"):
+        DifficultyParams(lower=0.9, upper=0.9)
 
 
-def test_default_verifier_math_and_registered_task():
-    assert default_verifier({"answer": "\\frac{1}{2}"}, "<think>x</think><answer>0.5</answer>") == 1.0
-    assert default_verifier({"answer": "3"}, "<think>x</think><answer>4</answer>") == 0.0
-    assert default_verifier({"answer": "3"}, "no answer tag") == 0.0
+def test_task_verifier_math_and_registered_task():
+    assert verify({"answer": "\\frac{1}{2}"}, "<think>x</think><answer>0.5</answer>") == 1.0
+    assert verify({"answer": "3"}, "<think>x</think><answer>4</answer>") == 0.0
+    assert verify({"answer": "3"}, "no answer tag") == 0.0
     item = {"task": "arithmetic", "question": "12+30=", "answer": "42", "metadata": "{}"}
-    assert default_verifier(item, "<think>.</think><answer>42</answer>") == 1.0
+    assert verify(item, "<think>.</think><answer>42</answer>") == 1.0
     with pytest.raises(KeyError, match="unknown task"):
-        default_verifier({"task": "no_such_task", "answer": "1"}, "")
+        verify({"task": "no_such_task", "answer": "1"}, "")
 
 
 def test_pass_rates_with_a_custom_verifier():
@@ -67,7 +72,7 @@ def test_pass_rates_with_a_custom_verifier():
 
 def test_real_run_through_torch_engine(tmp_path):
     from model.tokenizer import train_tokenizer
-    from tasks.rl.policy import build_policy, save_policy
+    from tasks.train.policy import SamplingPolicy, build_policy, save_policy
 
     qs = ["What is 2+3?", "Compute 4*5.", "What is 10-7?"]
     tok = train_tokenizer(qs * 5, vocab_size=300, out_dir=tmp_path / "tok")
@@ -81,14 +86,13 @@ def test_real_run_through_torch_engine(tmp_path):
         seen.append((item["question"], response))
         return 1.0 if len(seen) % 2 else 0.0  # every other sample passes: each item gets 1/2
 
-    report = difficulty(tmp_path / "in.jsonl", tmp_path / "out", model_dir=tmp_path / "policy", verifier=verifier,
-                        k=2, max_new_tokens=4, batch_size=4)
+    params = DifficultyParams(k=2, max_new_tokens=4, batch_size=4, device="cpu")
+    policy = SamplingPolicy.load(tmp_path / "policy", max_new_tokens=params.max_new_tokens, temperature=params.temperature,
+                                 top_p=params.top_p, batch_size=params.batch_size, seed=params.seed, device=params.device)
+    report = difficulty(tmp_path / "in.jsonl", tmp_path / "out", params, policy, verifier)
     assert report["rows_in"] == 3 and report["kept"] == 3
     assert pl.read_parquet(tmp_path / "out" / "kept.parquet")["pass_rate"].to_list() == [0.5, 0.5, 0.5]
     assert [q for q, _ in seen] == [q for q in qs for _ in range(2)]
     assert all(isinstance(r, str) for _, r in seen)
-    from tasks.difficulty import EnginePolicy
-
-    p = EnginePolicy(tmp_path / "policy")
-    assert (p.params.temperature, p.params.top_p) == (1.0, 0.95)  # the report's sampling settings
-    assert p.params.stop_token_ids == (tok.eos_token_id,)
+    assert (params.temperature, params.top_p) == (1.0, 0.95)  # the report's sampling settings
+    assert policy.sampling.stop_token_ids == (tok.eos_token_id,)

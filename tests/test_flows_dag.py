@@ -19,17 +19,18 @@ def test_dvc_yaml_matches_stages():
     assert yaml.safe_load(text) == to_dvc(topological(STAGES)), "run `python -m flows.dag --write`"
 
 
-def test_every_stage_reads_only_existing_param_keys():
-    from flows.dag import params_values
+def test_every_stage_reads_registered_sections():
+    from tasks.config import SECTIONS
 
     for s in STAGES:
-        params_values(s.params, ROOT / "params.yaml")
+        assert s.params(), f"{s.name}: its module declares no PARAMS"
+        assert set(s.params()) <= set(SECTIONS), s.name
 
 
 def _stages():
-    a = Stage("a", "mod_a", ("--out", "out/a.txt"), deps=("in.txt",), outs=("out/a.txt",), params=("a.n",))
-    b = Stage("b", "mod_b", (), deps=("out/a.txt",), outs=("out/b.txt",))
-    c = Stage("c", "mod_c", (), deps=("out/b.txt", "out/a.txt"), outs=("out/c.txt",))
+    a = Stage("a", "mod_a", {"input": "in.txt"}, "out/a.txt")
+    b = Stage("b", "mod_b", {"input": "out/a.txt"}, "out/b.txt")
+    c = Stage("c", "mod_c", {"input": "out/b.txt", "other": "out/a.txt"}, "out/c.txt")
     return [c, b, a]
 
 
@@ -40,8 +41,8 @@ def test_topological_order_and_upstream():
 
 
 def test_cycle_is_an_error():
-    x = Stage("x", "m", (), deps=("y.txt",), outs=("x.txt",))
-    y = Stage("y", "m", (), deps=("x.txt",), outs=("y.txt",))
+    x = Stage("x", "m", {"input": "y.txt"}, "x.txt")
+    y = Stage("y", "m", {"input": "x.txt"}, "y.txt")
     with pytest.raises(ValueError, match="cycle"):
         topological([x, y])
 
@@ -49,10 +50,11 @@ def test_cycle_is_an_error():
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     (tmp_path / "in.txt").write_text("hello\n")
-    (tmp_path / "params.yaml").write_text("a:\n  n: 3\n")
+    (tmp_path / "params.yaml").write_text("raw_math:\n  n_base: 3\n")
     (tmp_path / "mod_a.py").write_text(textwrap.dedent("""
         import pathlib, sys, yaml
-        n = yaml.safe_load(open("params.yaml"))["a"]["n"]
+        PARAMS = {"raw_math": None}
+        n = yaml.safe_load(open("params.yaml"))["raw_math"]["n_base"]
         pathlib.Path("out").mkdir(exist_ok=True)
         text = open("in.txt").read() * n
         pathlib.Path("out/a.txt").write_text(text)
@@ -71,7 +73,7 @@ def test_stage_runs_then_skips_then_reruns_on_change(project: Path):
     assert (project / "out/a.txt").read_text() == "hello\n" * 3
     assert stage_is_current(stage, project)
     assert execute_stage(stage, root=project, echo=lambda _: None)["skipped"]
-    (project / "params.yaml").write_text("a:\n  n: 2\n")
+    (project / "params.yaml").write_text("raw_math:\n  n_base: 2\n")
     assert not stage_is_current(stage, project)
     execute_stage(stage, root=project, echo=lambda _: None)
     assert (project / "out/a.txt").read_text() == "hello\n" * 2
@@ -91,6 +93,7 @@ def test_failed_stage_leaves_no_stamp_and_names_its_log(project: Path):
 
 
 def _two_stage_project(tmp_path: Path) -> list[Stage]:
+    (tmp_path / "params.yaml").write_text("{}\n")
     (tmp_path / "seed.txt").write_text("1\n")
     (tmp_path / "first.py").write_text(textwrap.dedent("""
         import pathlib
@@ -107,8 +110,8 @@ def _two_stage_project(tmp_path: Path) -> list[Stage]:
         pathlib.Path("b.txt").write_text(open("a.txt").read() + "second\\n")
     """))
     return [
-        Stage("first", "first", (), deps=("seed.txt",), outs=("a.txt",)),
-        Stage("second", "second", (), deps=("a.txt",), outs=("b.txt",)),
+        Stage("first", "first", {"seed": "seed.txt"}, "a.txt"),
+        Stage("second", "second", {"input": "a.txt"}, "b.txt"),
     ]
 
 
@@ -131,8 +134,8 @@ def test_killed_pipeline_resumes_at_the_interrupted_stage(tmp_path: Path):
         from flows.full_pipeline import execute_stage
         root = Path({str(tmp_path)!r})
         stages = [
-            Stage("first", "first", (), deps=("seed.txt",), outs=("a.txt",)),
-            Stage("second", "second", (), deps=("a.txt",), outs=("b.txt",)),
+            Stage("first", "first", {{"seed": "seed.txt"}}, "a.txt"),
+            Stage("second", "second", {{"input": "a.txt"}}, "b.txt"),
         ]
         for s in stages:
             print(execute_stage(s, root=root, echo=lambda _: None), flush=True)
@@ -177,7 +180,7 @@ def test_stage_run_by_the_flow_is_recorded_by_dvc(tmp_path: Path):
     stages = _two_stage_project(tmp_path)
     dvc = [sys.executable, "-m", "dvc"]
     subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(to_dvc(stages), sort_keys=False))
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(to_dvc(stages, tmp_path), sort_keys=False))
     for s in stages:
         execute_stage(s, root=tmp_path, echo=lambda _: None)
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
@@ -187,3 +190,86 @@ def test_stage_run_by_the_flow_is_recorded_by_dvc(tmp_path: Path):
     (tmp_path / "seed.txt").write_text("2\n")
     status = subprocess.run([*dvc, "status", "--json"], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert "first" in json.loads(status.stdout)
+
+
+def test_stage_code_is_the_import_closure(tmp_path: Path):
+    from flows.dag import declared_params, import_closure
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "a.py").write_text("from . import b\nimport json\n\ndef f():\n    from pkg.c import g\n")
+    (tmp_path / "pkg" / "b.py").write_text("PARAMS = {'rl': object, 'envs': object}\n")
+    (tmp_path / "pkg" / "c.py").write_text("from pkg import b\n")
+    (tmp_path / "pkg" / "unused.py").write_text("")
+    assert import_closure("pkg.a", tmp_path) == ("pkg/__init__.py", "pkg/a.py", "pkg/b.py", "pkg/c.py")
+    assert declared_params("pkg.b", tmp_path) == ("rl", "envs")
+    assert declared_params("pkg.a", tmp_path) == ()
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
+def test_stage_code_lists_every_project_file_its_module_imports(stage: Stage):
+    """Import the stage's module in a fresh interpreter: every project file it loads is a listed dep."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import importlib, json, sys, pathlib\n"
+        f"importlib.import_module({stage.module!r})\n"
+        "root = pathlib.Path(sys.argv[1])\n"
+        "files = sorted({str(pathlib.Path(m.__file__).resolve().relative_to(root)) for m in list(sys.modules.values())\n"
+        "                if getattr(m, '__file__', None) and pathlib.Path(m.__file__).is_absolute()\n"
+        "                and pathlib.Path(m.__file__).resolve().is_relative_to(root)\n"
+        "                and '.venv' not in pathlib.Path(m.__file__).parts})\n"
+        "print(json.dumps(files))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, str(ROOT)], cwd=ROOT, capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout.splitlines()[-1]))
+    missing = loaded - set(stage.code())
+    assert not missing, f"{stage.name} imports files its dependencies do not list: {sorted(missing)}"
+
+
+PROJECT = ("kernels", "model", "tasks", "flows")
+
+
+def _project_sources():
+    for layer in PROJECT:
+        yield from sorted((ROOT / layer).rglob("*.py"))
+
+
+def test_no_dynamic_imports_in_project_code():
+    """The DAG follows static imports only, so project code may not import by name at run time."""
+    import ast
+
+    bad = []
+    for path in _project_sources():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+                if name not in ("import_module", "__import__") or path.relative_to(ROOT).as_posix() == "tasks/config.py":
+                    continue
+                arg = node.args[0] if node.args else None
+                third_party = isinstance(arg, ast.Constant) and str(arg.value).split(".")[0] not in PROJECT
+                if not third_party:
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not bad, f"dynamic imports hide code dependencies from the DAG: {bad}"
+
+
+def test_only_the_loader_reads_params_yaml():
+    """params.yaml is read in one place, tasks/config.py: no other module parses YAML or names the file to open it."""
+    import ast
+
+    bad = []
+    for path in _project_sources():
+        rel = path.relative_to(ROOT).as_posix()
+        if rel == "tasks/config.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr in ("safe_load", "load", "full_load", "unsafe_load", "load_all", "safe_load_all") and \
+                    isinstance(node.func.value, ast.Name) and node.func.value.id == "yaml":
+                bad.append(f"{rel}:{node.lineno} yaml.{node.func.attr}")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open" and \
+                    any(isinstance(a, ast.Constant) and "params" in str(a.value) for a in node.args):
+                bad.append(f"{rel}:{node.lineno} open(params)")
+    assert not bad, f"params.yaml must be read through tasks.config.load: {bad}"

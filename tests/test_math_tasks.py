@@ -1,4 +1,4 @@
-"""tasks.math_tasks: generated problems, exact answers, math-verify scoring."""
+"""tasks.envs.math_tasks: generated problems, exact answers, math-verify scoring."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from fractions import Fraction
 
 import pytest
 
-import tasks.math_tasks as mt
-from tasks.base import TASKS, Task
+import tasks.envs.math_tasks as mt
+from tasks.envs.base import TASKS, Task
 
 
 def reply(answer: str) -> str:

@@ -1,4 +1,4 @@
-"""tasks.mathverify: clean values, equivalence, and timeouts that work off the main thread."""
+"""tasks.envs.mathverify: clean values, equivalence, and timeouts that work off the main thread."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tasks.mathverify import parse_clean, verify_math
+from tasks.envs.mathverify import parse_clean, verify_math
 
 # text -> canonical LaTeX of the one value it holds (values worked out by hand)
 CLEAN = {
@@ -30,13 +30,13 @@ NOT_CLEAN = ["True", "(B)", "A", "hello world", "answer: 7 apples", "\\text{yes}
 
 @pytest.mark.parametrize("text,canonical", sorted(CLEAN.items()))
 def test_parse_clean_value_and_round_trip(text, canonical):
-    assert parse_clean(text) == canonical
-    assert verify_math(text, canonical)
+    assert parse_clean(text, timeout_s=5.0) == canonical
+    assert verify_math(text, canonical, timeout_s=5.0)
 
 
 @pytest.mark.parametrize("text", NOT_CLEAN)
 def test_parse_clean_rejects_labels_words_and_several_values(text):
-    assert parse_clean(text) is None
+    assert parse_clean(text, timeout_s=5.0) is None
 
 
 @pytest.mark.parametrize("gold,pred,expected", [
@@ -52,15 +52,15 @@ def test_parse_clean_rejects_labels_words_and_several_values(text):
     ("[1, 3)", "(1, 3)", False),
     ("not math", "42", False),
 ])
-def test_verify_math(gold, pred, expected):
-    assert verify_math(gold, pred) is expected
+def test_verify_math(gold, pred, expected, timeout_s=5.0):
+    assert verify_math(gold, pred, timeout_s=5.0) is expected
 
 
 def test_works_off_the_main_thread():
     results = []
 
     def work():
-        results.append((parse_clean("\\frac{3}{6}"), verify_math("1/2", "0.5"), verify_math("3", "4")))
+        results.append((parse_clean("\\frac{3}{6}", timeout_s=5.0), verify_math("1/2", "0.5", timeout_s=5.0), verify_math("3", "4", timeout_s=5.0)))
 
     threads = [threading.Thread(target=work) for _ in range(3)]
     for t in threads:
@@ -71,12 +71,12 @@ def test_works_off_the_main_thread():
 
 
 def test_many_threads_share_a_bounded_pool():
-    import tasks.mathverify as mv
+    import tasks.envs.mathverify as mv
 
     results = [None] * 12
 
     def work(i):
-        results[i] = verify_math(str(i), f"{i}.0")
+        results[i] = verify_math(str(i), f"{i}.0", timeout_s=5.0)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(12)]
     for t in threads:
@@ -102,4 +102,4 @@ def test_pathological_input_times_out_from_a_thread_and_the_pool_recovers():
     assert not t.is_alive()
     assert out["verdict"] is False
     assert out["elapsed"] < 30  # the 1 s deadline, plus slack for a loaded machine; not hours
-    assert verify_math("2", "2.0")  # a fresh worker took the killed one's place
+    assert verify_math("2", "2.0", timeout_s=5.0)  # a fresh worker took the killed one's place

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model import M1Config, M1ForCausalLM
-from model.generation import SamplingParams, TorchEngine, load_sampling_params, sample
+from model.generation import SamplingParams, TorchEngine, sample
 from model.logprobs import token_logprobs
 
 
@@ -130,15 +130,9 @@ def test_sampling_truncation_rules():
     assert tok.item() == 0 and abs(lp.item() - tempered[0, 0].item()) < 1e-6  # log-prob before truncation
 
 
-def test_sampling_params_validation_and_params_yaml(tmp_path):
+def test_sampling_params_validation():
     with pytest.raises(ValueError, match="top_p"):
         SamplingParams(top_p=0.0)
-    path = tmp_path / "params.yaml"
-    path.write_text("generation:\n  temperature: 1.0\n  top_p: 0.95\n  repetition_n: 3000\n  repetition_p: 0.99\n")
-    assert load_sampling_params(path).top_p == 0.95
-    path.write_text("generation:\n  top_q: 1\n")
-    with pytest.raises(ValueError, match="top_q"):
-        load_sampling_params(path)
 
 
 def test_token_logprobs_padding_and_gradient(m1):

@@ -53,7 +53,7 @@ def test_too_small_vocab_is_refused(tmp_path):
 def test_command_line(tmp_path, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     corpus = tmp_path / "c.txt"
-    main(["corpus", "--out", str(corpus)])
+    main(["corpus", "--output", str(corpus)])
     corpus.write_text("".join(corpus.read_text().splitlines(keepends=True)[:800]))
-    main(["--out", str(tmp_path / "tok"), "--vocab-size", "400", "--corpus", str(corpus)])
+    main(["--output", str(tmp_path / "tok"), "--vocab-size", "400", "--corpus", str(corpus)])
     assert len(load_tokenizer(tmp_path / "tok")) == 400

@@ -12,9 +12,9 @@ import math
 import pytest
 import torch
 
-from tasks.rl.advantages import group_advantages
-from tasks.rl.losses import policy_loss
-from tasks.rl.sampling import GroupBatch, informative_groups, overlong_penalty
+from tasks.train.rl.advantages import group_advantages
+from tasks.train.rl.losses import policy_loss
+from tasks.train.rl.sampling import GroupBatch, informative_groups, overlong_penalty
 
 RATIO = torch.tensor([[1.5, 1.0, 0.5], [1.1, 0.7, 2.0]], dtype=torch.float64)
 LOGP = torch.tensor([[-1.0, -0.5, -2.0], [-0.2, -1.5, -3.0]], dtype=torch.float64)
@@ -135,6 +135,6 @@ def test_dynamic_sampling_and_overlong_penalty():
     static = GroupBatch(target=3, dynamic=False)
     static.add(["a", "b", "c"], rewards)
     assert static.full and static.dropped == 0
-    pen = overlong_penalty(torch.tensor([10, 15, 17, 20, 25]), max_len=20, buffer=5)
+    pen = overlong_penalty(torch.tensor([10, 15, 17, 20, 25]), max_len=20, buffer=5, factor=1.0)
     torch.testing.assert_close(pen, torch.tensor([0.0, 0.0, -0.4, -1.0, -1.0]))
-    assert overlong_penalty(torch.tensor([20]), max_len=20, buffer=0).item() == 0.0
+    assert overlong_penalty(torch.tensor([20]), max_len=20, buffer=0, factor=1.0).item() == 0.0

@@ -15,11 +15,13 @@ import pytest
 import torch
 import yaml
 
-from tasks.rl.checkpoint import latest_checkpoint, load_state
-from tasks.rl.config import load_config
-from tasks.rl.tracking import RunTracker, read_metrics
-from tasks.rl.train import freeze_body, pack, probability_health, resolve_tasks, train_rl
-from tasks.sft import SFTConfig, train_sft
+from tasks.config import load
+from tasks.envs.params import EnvParams
+from tasks.envs.registry import get_tasks
+from tasks.train.checkpoint import latest_checkpoint, load_state
+from tasks.train.rl.train import PARAMS, freeze_body, pack, probability_health, train_rl
+from tasks.train.sft import SFTParams, train_sft
+from tasks.train.tracking import RunTracker, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA = {"arch": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
@@ -36,16 +38,21 @@ RL = {
 def setup(tmp_path_factory):
     """A briefly SFT'd tiny Llama policy and a params file with a small ``rl:`` section."""
     root = tmp_path_factory.mktemp("rl")
-    train_sft(SFTConfig(model=LLAMA, difficulty=1, examples=100, steps=20, batch_size=16, lr=3e-3,
-                        warmup_steps=2, vocab_size=300, out_dir=str(root / "sft")))
+    train_sft(SFTParams(model=LLAMA, difficulty=1, examples=100, steps=20, batch_size=16, lr=3e-3,
+                        warmup_steps=2, vocab_size=300, device="cpu"), root / "sft")
     params = root / "params.yaml"
-    params.write_text(yaml.safe_dump({"rl": {**RL, "policy": str(root / "sft" / "policy")}}))
+    params.write_text(yaml.safe_dump({"rl": RL}))
     return root, params
 
 
-def _cli(params: Path, out: Path, steps: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "tasks.rl.train", "--config", str(params), "--out-dir", str(out),
-            "--steps", str(steps), *extra]
+def _cli(root: Path, params: Path, out: Path, steps: int, *sets: str) -> list[str]:
+    return [sys.executable, "-m", "tasks.train.rl.train", "--params", str(params), "--policy", str(root / "sft" / "policy"),
+            "--output", str(out), "--set", f"steps={steps}", *[x for s in sets for x in ("--set", s)]]
+
+
+def _run(root: Path, params: Path, out: Path, *sets: str) -> None:
+    loaded = load(params, PARAMS, sets)
+    train_rl(loaded["rl"], root / "sft" / "policy", out, loaded["envs"])
 
 
 def _comparable(rows):
@@ -68,11 +75,11 @@ def test_probability_health_and_pack():
     assert d["infer_logprobs"].tolist() == [[0, 0, -0.5, 0], [0, 0, -1.0, -2.0]]
 
 
-def test_resolve_tasks_uses_the_task_registry():
-    # arithmetic and a SynLogic family come from different modules; get_task loads them all
-    assert sorted(resolve_tasks(["arithmetic", "sudoku"])) == ["arithmetic", "sudoku"]
+def test_get_tasks_uses_the_task_registry():
+    # arithmetic and a SynLogic family come from different modules; the registry loads them all
+    assert sorted(get_tasks(["arithmetic", "sudoku"], EnvParams())) == ["arithmetic", "sudoku"]
     with pytest.raises(ValueError, match="rl.tasks: unknown task 'nope'"):
-        resolve_tasks(["nope"])
+        get_tasks(["nope"], where="rl.tasks")
 
 
 def test_freeze_body_keeps_only_head_and_final_norm():
@@ -96,8 +103,7 @@ def test_tracker_without_mlflow(tmp_path, monkeypatch):
 
 def test_train_logs_metrics_to_mlflow_and_exports(setup, tmp_path):
     root, params = setup
-    cfg = load_config(params, algorithm="cispo", out_dir=str(tmp_path / "run"), steps=2)
-    train_rl(cfg)
+    _run(root, params, tmp_path / "run", "algorithm=cispo", "steps=2")
     rows = read_metrics(tmp_path / "run")
     trained = [r for r in rows[1:] if not r["train/skipped"]]
     assert trained, "no step had an informative group"
@@ -120,11 +126,11 @@ def test_train_logs_metrics_to_mlflow_and_exports(setup, tmp_path):
 def test_kill_and_resume_reproduces_uninterrupted_run(setup, tmp_path):
     root, params = setup
     steps = 6
-    train_rl(load_config(params, algorithm="grpo", out_dir=str(tmp_path / "whole"), steps=steps))
+    _run(root, params, tmp_path / "whole", "algorithm=grpo", f"steps={steps}")
     whole = read_metrics(tmp_path / "whole")
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(params, killed, steps, "--algorithm", "grpo"), cwd=ROOT,
+    proc = subprocess.Popen(_cli(root, params, killed, steps, "algorithm=grpo"), cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (killed / "checkpoints" / "step_000002" / "state.pt").exists():
@@ -135,7 +141,7 @@ def test_kill_and_resume_reproduces_uninterrupted_run(setup, tmp_path):
     reached = load_state(latest_checkpoint(killed / "checkpoints"))["step"]
     assert 2 <= reached < steps
 
-    subprocess.run(_cli(params, killed, steps, "--algorithm", "grpo"), cwd=ROOT, check=True,
+    subprocess.run(_cli(root, params, killed, steps, "algorithm=grpo"), cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert _comparable(read_metrics(killed)) == _comparable(whole)
     assert [r["step"] for r in whole] == list(range(steps + 1))
@@ -154,7 +160,7 @@ def test_deepspeed_zero2_two_gloo_processes(setup, tmp_path):
         env = {**os.environ, "DS_ACCELERATOR": "cpu", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
         log = open(tmp_path / f"rank{rank}.log", "w")
-        procs.append(subprocess.Popen(_cli(params, tmp_path / "ds", 2, "--train-engine", "deepspeed"), cwd=ROOT,
+        procs.append(subprocess.Popen(_cli(root, params, tmp_path / "ds", 2, "train_engine=deepspeed"), cwd=ROOT,
                                       env=env, stdout=log, stderr=subprocess.STDOUT))
     try:
         codes = [p.wait(timeout=300) for p in procs]

@@ -1,4 +1,4 @@
-"""tasks.sandbox: results, limits and the attacks it must survive (the fork bomb runs last)."""
+"""tasks.envs.sandbox: results, limits and the attacks it must survive (the fork bomb runs last)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.sandbox import Limits, _zombie, run, run_command
+from tasks.envs.sandbox import Limits, run, run_command
+from tasks.envs.sandbox.local import _zombie
 
 LIM = Limits(timeout_s=5, memory_mb=256, max_processes=16, max_file_mb=4, max_output_bytes=4096)
 PYTHON = os.path.realpath(sys.executable)
@@ -178,7 +179,7 @@ def test_program_dies_with_a_killed_caller(tmp_path):
 
     marker = f"orphan-{os.getpid()}"  # reaches the caller through the environment, not its argv
     caller = ("import os, sys; sys.path.insert(0, sys.argv[1])\n"
-              "from tasks.sandbox import Limits, run_command\n"
+              "from tasks.envs.sandbox import Limits, run_command\n"
               "program = 'import os, time\\nif os.fork() == 0:\\n    os.setsid()\\ntime.sleep(600)'\n"
               "run_command([sys.argv[2], '-c', program, os.environ['MARK']],"
               " limits=Limits(timeout_s=300, memory_mb=256))\n")
@@ -199,8 +200,8 @@ def test_program_dies_with_a_killed_caller(tmp_path):
     assert processes_with(marker) == []
 
 def test_unknown_backend_is_refused():
-    with pytest.raises(ValueError, match="local or docker"):
-        run("pass", limits=Limits(backend="chroot"))
+    with pytest.raises(ValueError, match=r"envs.sandbox.backend = 'chroot': allowed: one of 'local', 'docker'"):
+        Limits(backend="chroot")
 
 
 def test_zz_fork_bomb_is_contained_and_cleaned_up():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-import tasks.code_tasks  # noqa: F401  (registers humaneval, code_io)
-import tasks.math_tasks  # noqa: F401  (registers math)
-import tasks.swe  # noqa: F401  (registers swe)
-from tasks.base import TASKS, format_reward
+import tasks.envs.code_tasks  # noqa: F401  (registers humaneval, code_io)
+import tasks.envs.math_tasks  # noqa: F401  (registers math)
+import tasks.envs.swe  # noqa: F401  (registers swe)
+from tasks.envs.base import TASKS, format_reward
 
 NAMES = ["math", "humaneval", "code_io", "swe"]
 

@@ -7,10 +7,11 @@ import json
 import pytest
 import torch
 
-from tasks.arithmetic import HELD_OUT_SEED, Arithmetic, is_held_out, worked_solution
-from tasks.rl.policy import encode_prompt, load_policy
-from tasks.rl.tracking import read_metrics
-from tasks.sft import SFTConfig, load_sft_config, sft_pairs, train_sft
+from tasks.envs.arithmetic import HELD_OUT_SEED, Arithmetic, is_held_out, worked_solution
+from tasks.train.policy import encode_prompt, load_policy
+from tasks.train.tracking import read_metrics
+from tasks.config import ParamsError, load
+from tasks.train.sft import SFTParams, sft_pairs, train_sft
 
 LLAMA = {"arch": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
          "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 128}
@@ -36,9 +37,9 @@ def test_worked_solution_format():
 
 
 def test_sft_llama_lowers_loss_and_saves_a_loadable_policy(tmp_path):
-    cfg = SFTConfig(model=LLAMA, difficulty=2, examples=200, steps=40, batch_size=16, lr=3e-3,
-                    warmup_steps=5, log_every=10, vocab_size=300, out_dir=str(tmp_path))
-    train_sft(cfg)
+    cfg = SFTParams(model=LLAMA, difficulty=2, examples=200, steps=40, batch_size=16, lr=3e-3,
+                    warmup_steps=5, log_every=10, vocab_size=300, device="cpu")
+    train_sft(cfg, tmp_path)
     rows = read_metrics(tmp_path)
     assert [r["step"] for r in rows] == [10, 20, 30, 40]
     assert rows[-1]["sft/loss"] < 0.6 * rows[0]["sft/loss"]
@@ -53,9 +54,9 @@ def test_sft_llama_lowers_loss_and_saves_a_loadable_policy(tmp_path):
 
 
 def test_sft_m1_tiny_one_step(tmp_path):
-    cfg = SFTConfig(model={"arch": "m1", "preset": "tiny"}, difficulty=1, examples=16, steps=1,
-                    batch_size=4, log_every=1, vocab_size=300, out_dir=str(tmp_path))
-    metrics = train_sft(cfg)
+    cfg = SFTParams(model={"arch": "m1", "preset": "tiny"}, difficulty=1, examples=16, steps=1, warmup_steps=0,
+                    batch_size=4, log_every=1, vocab_size=300, device="cpu")
+    metrics = train_sft(cfg, tmp_path)
     assert torch.isfinite(torch.tensor(metrics["sft/loss"]))
     model, _ = load_policy(tmp_path / "policy")
     assert type(model).__name__ == "M1ForCausalLM"
@@ -64,9 +65,51 @@ def test_sft_m1_tiny_one_step(tmp_path):
 def test_sft_config_and_data_errors(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("sft:\n  steps: 7\n  batch: 3\n")
-    with pytest.raises(ValueError, match="unknown sft settings \\['batch'\\]"):
-        load_sft_config(params)
+    with pytest.raises(ParamsError, match="params.yaml: sft.batch: unknown key"):
+        load(params, {"sft": SFTParams})
     bad = tmp_path / "pairs.jsonl"
     bad.write_text(json.dumps({"question": "1+1="}) + "\n")
     with pytest.raises(ValueError, match="pairs.jsonl:1: a row needs"):
-        sft_pairs(SFTConfig(data=str(bad)))
+        sft_pairs(SFTParams(data=str(bad)))
+
+
+def test_killed_sft_resumes_to_the_uninterrupted_result(tmp_path):
+    """SIGKILL a real SFT process after its second checkpoint; the rerun ends where one run does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import yaml
+
+    from tasks.train.checkpoint import latest_checkpoint, load_state
+
+    root = Path(__file__).resolve().parents[1]
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"sft": {
+        "model": LLAMA, "difficulty": 1, "examples": 64, "steps": 10, "batch_size": 16, "lr": 3e-3, "warmup_steps": 2,
+        "log_every": 3, "checkpoint_every": 2, "keep_checkpoints": 2, "vocab_size": 300, "device": "cpu"}}))
+
+    def cli(out):
+        return [sys.executable, "-m", "tasks.train.sft", "--params", str(params), "--output", str(out)]
+
+    subprocess.run(cli(tmp_path / "whole"), cwd=root, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cli(killed), cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "step_000004" / "state.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before its second checkpoint"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert 4 <= load_state(latest_checkpoint(killed / "checkpoints"))["step"] < 10
+    assert not (killed / "policy").exists()
+
+    subprocess.run(cli(killed), cwd=root, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert [r["step"] for r in read_metrics(killed)] == [3, 6, 9, 10]
+    assert read_metrics(killed) == read_metrics(tmp_path / "whole")
+    a = torch.load(latest_checkpoint(tmp_path / "whole" / "checkpoints") / "model.pt")
+    b = torch.load(latest_checkpoint(killed / "checkpoints") / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,4 +1,4 @@
-"""tasks.swe: seeded bugs, diffs applied in the sandbox, and every reward outcome."""
+"""tasks.envs.swe: seeded bugs, diffs applied in the sandbox, and every reward outcome."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import shutil
 
 import pytest
 
-import tasks.swe  # noqa: F401  (registers "swe")
-from tasks.base import TASKS, Task
-from tasks.swe import build as swe_build
-from tasks.swe.mutate import Mutation, mutations, unified_diff
-from tasks.swe.task import DATA, SWETask, _instances, evaluate_patch, extract_diff, outcome, project_files
+import tasks.envs.swe  # noqa: F401  (registers "swe")
+from tasks.envs.base import TASKS, Task
+from tasks.envs.swe import build as swe_build
+from tasks.envs.swe.mutate import Mutation, mutations, unified_diff
+from tasks.envs.params import EnvParams
+from tasks.envs.sandbox import Limits
+from tasks.envs.swe.task import (DATA, SWEBuildParams, SWEParams, SWERewards, SWETask, _instances, evaluate_patch,
+                                  extract_diff, outcome, project_files)
 
 SOURCE = "def f(a, b):\n    if a < b and b == 2:\n        return a + 1\n    return b\n"
 
@@ -30,7 +33,7 @@ def test_mutations_of_a_hand_written_function():
 
 def test_outcome_keys():
     tests, before = ["t.a", "t.b", "t.c"], ["t.a", "t.b"]  # t.c is the failing test of the bug
-    assert outcome({"status": "ran", "tests": tests, "failed": {}}, tests, before) == "pass"
+    assert outcome({"status": "ran", "tests": tests, "failed": {}}, tests, before) == "passed"
     assert outcome({"status": "ran", "tests": tests, "failed": {"t.c": "x"}}, tests, before) == "fail"
     assert outcome({"status": "ran", "tests": tests, "failed": {"t.a": "x"}}, tests, before) == "regression"
     assert outcome({"status": "ran", "tests": ["t.c"], "failed": {}}, tests, before) == "regression"  # t.a vanished
@@ -79,7 +82,7 @@ def _item_and_files(task: SWETask):
 
 
 def test_syntax_error_regression_and_test_edits():
-    task = SWETask(rewards={"regression": -0.5, "syntax_error": -0.25})
+    task = SWETask(SWEParams(rewards=SWERewards(regression=-0.5, syntax_error=-0.25)))
     item, inst, fixed = _item_and_files(task)
     assert inst["project"] == "calendar_utils"  # top-level functions, so the sabotage below applies
     module, buggy = inst["module"], inst["buggy_source"]
@@ -111,7 +114,7 @@ def test_evaluate_patch_reports_failing_tests():
     files = project_files("roman")
     source = files["roman.py"]
     buggy = source.replace("while n >= value:", "while n > value:")
-    report = evaluate_patch(files, unified_diff("roman.py", source, buggy))
+    report = evaluate_patch(files, unified_diff("roman.py", source, buggy), SWEParams(), Limits())
     assert report["status"] == "ran"
     assert set(report["failed"]) == {"tests.test_roman.TestRoman.test_to_roman",
                                      "tests.test_roman.TestRoman.test_is_valid"}
@@ -119,6 +122,7 @@ def test_evaluate_patch_reports_failing_tests():
 
 def test_build_keeps_only_caught_and_fixable_bugs(tmp_path):
     shutil.copytree(DATA / "projects" / "rpn", tmp_path / "rpn")
-    insts = swe_build.build(tmp_path, seed=0, singles_per_project=2, doubles_per_project=1)
+    envs = EnvParams(swe=SWEParams(build=SWEBuildParams(seed=0, singles_per_project=2, doubles_per_project=1)))
+    insts = swe_build.build(tmp_path, envs)
     assert [len(i["functions"]) for i in insts] == [1, 1, 2]
-    assert swe_build.build(tmp_path, seed=0, singles_per_project=2, doubles_per_project=1) == insts
+    assert swe_build.build(tmp_path, envs) == insts

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tasks.base import Task, format_reward
-from tasks.synlogic import TASKS
-from tasks.synlogic.arithmetic_games import evaluate_expression
-from tasks.synlogic.base import (SynLogicTask, canon, grid_solutions, parse_coords, parse_int_grid,
+from tasks.envs.base import Task, format_reward
+from tasks.envs.synlogic import TASKS
+from tasks.envs.synlogic.arithmetic_games import evaluate_expression
+from tasks.envs.synlogic.base import (SynLogicTask, canon, grid_solutions, parse_coords, parse_int_grid,
                                   parse_ints)
-from tasks.synlogic.puzzles_grid import (Campsite, Norinori, StarPlacement, Survo, _has_perfect_matching,
+from tasks.envs.synlogic.puzzles_grid import (Campsite, Norinori, StarPlacement, Survo, _has_perfect_matching,
                                          _line_solve, _placements, _runs)
-from tasks.synlogic.puzzles_path import numbrix_solutions
-from tasks.synlogic.puzzles_latin import (Binairo, _cage_partial, _skyline_constraints, _visible,
+from tasks.envs.synlogic.puzzles_path import numbrix_solutions
+from tasks.envs.synlogic.puzzles_latin import (Binairo, _cage_partial, _skyline_constraints, _visible,
                                           count_sudoku_solutions, latin_solutions)
 
 SYNLOGIC = sorted(name for name, task in TASKS.items() if isinstance(task, SynLogicTask))

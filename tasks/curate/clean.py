@@ -1,4 +1,4 @@
-"""python -m tasks.curate.clean --input PATH --output DIR [--params params.yaml]
+"""python -m tasks.curate.clean --input PATH --output DIR [--params params.yaml] [--set KEY=VALUE]
 
 Stage 1 of the math data pipeline (report section 4.1): "removal of incomplete samples and those
 exhibiting formatting or typographical errors".
@@ -24,28 +24,35 @@ removed, leading indentation kept for code). Raw documents and worked solutions 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import polars as pl
 from tqdm import tqdm
 
 from tasks.curate.extract import extract
-from tasks.curate.io import ROW, StageWriter, batches, exits_cleanly, load_params, scan, stage_cli
+from tasks.config import Params, exits_cleanly, load, param, stage_parser
+from tasks.curate.io import INPUT_HELP, ROW, StageWriter, batches, scan
 
-DEFAULTS: dict[str, Any] = {
-    "unicode_form": "NFC",
-    "min_question_chars": 8,
-    "long_answer_chars": 40,
-    "chunk_size": 65536,
-}
+@dataclass
+class CleanParams(Params):
+    """``curate.clean``: normalisation and the malformed-row filters."""
+
+    SECTION: ClassVar[str] = "curate.clean"
+    unicode_form: str = param("NFC", choices=("NFC", "NFKC", "NFD", "NFKD"),
+                              help="Unicode normal form; NFKC would turn x² into x2")
+    min_question_chars: int = param(8, ge=0, help="shorter questions are rejected as short_question")
+    long_answer_chars: int = param(40, ge=1, help="longer answers (or any \\boxed) are worked solutions: "
+                                                  "their final answer is extracted")
+    chunk_size: int = param(65536, ge=1, help="rows per streamed batch (a memory bound, not a result knob)")
 
 _DOC_MARKERS = r"(?is)(?:^|\n|\*\*|#\s*)\s*(?:question|q|problem|exercise|example)\b.*(?:answer|a|ans|solution|proof)\s*[:.)]"
 _MOJIBAKE = r"[ÃÂ][\x{80}-\x{BF}]|â€|\x{FFFD}"
 _DANGLING_WORD = r"(?i)\b(?:the|a|an|of|to|and|or|with|for|by|is|are|if|that|then|than|in|on|at|from|as)$"
 
 
-def normalise(expr: pl.Expr, form: str = "NFC") -> pl.Expr:
+def normalise(expr: pl.Expr, form: str) -> pl.Expr:
     """Unicode form, no zero-width characters, collapsed inner spaces, no trailing spaces, at most one blank line."""
     return (
         expr.fill_null("")
@@ -74,7 +81,7 @@ def _truncated(e: pl.Expr, operators: str) -> pl.Expr:
     return e.str.contains(r"(?:\.\.\.|…)$") | e.str.contains(operators)
 
 
-def reasons_expr(min_question_chars: int = 8) -> pl.Expr:
+def reasons_expr(min_question_chars: int) -> pl.Expr:
     """The rejection reason of each normalised row (null = keep), first matching check wins."""
     q, a = pl.col("question"), pl.col("answer")
     both = lambda f: f(q) | f(a)  # noqa: E731
@@ -115,33 +122,25 @@ def _extract_batch(df: pl.DataFrame, long_answer_chars: int) -> tuple[pl.DataFra
     ), changed
 
 
-def clean(
-    input_path: str | Path,
-    output_dir: str | Path,
-    *,
-    unicode_form: str = "NFC",
-    min_question_chars: int = 8,
-    long_answer_chars: int = 40,
-    chunk_size: int = 65536,
-) -> dict[str, Any]:
+def clean(input_path: str | Path, output_dir: str | Path, params: CleanParams) -> dict[str, Any]:
     """Normalise, extract and check every row of ``input_path``; write kept/rejected/report to ``output_dir``."""
     lf = scan(input_path)
     if "solution" not in lf.collect_schema():
         lf = lf.with_columns(pl.lit(None, pl.String).alias("solution"))
     lf = lf.with_columns(
-        normalise(pl.col("question"), unicode_form),
-        normalise(pl.col("answer"), unicode_form),
+        normalise(pl.col("question"), params.unicode_form),
+        normalise(pl.col("answer"), params.unicode_form),
         pl.col("solution").cast(pl.String),
     )
     writer = StageWriter(output_dir, "clean", input_path)
     extracted, template = 0, None
     t_extract = 0.0
-    for df in tqdm(batches(lf, chunk_size, input_path), desc="clean", unit="batch"):
+    for df in tqdm(batches(lf, params.chunk_size, input_path), desc="clean", unit="batch"):
         t = time.perf_counter()
-        df, n = _extract_batch(df, long_answer_chars)
+        df, n = _extract_batch(df, params.long_answer_chars)
         t_extract += time.perf_counter() - t
         extracted += n
-        reason = df.select(reasons_expr(min_question_chars)).to_series()
+        reason = df.select(reasons_expr(params.min_question_chars)).to_series()
         writer.write(df, reason)
         template = df if template is None else template
     if template is None:
@@ -149,11 +148,14 @@ def clean(
     return writer.close(template.drop(ROW), extracted=extracted, extract_seconds=round(t_extract, 3))
 
 
+PARAMS = {"curate.clean": CleanParams}
+
+
 @exits_cleanly
 def main(argv: list[str] | None = None) -> None:
-    args = stage_cli("clean", __doc__).parse_args(argv)
-    params = {**DEFAULTS, **load_params("clean", args.params)}
-    report = clean(args.input, args.output, **params)
+    args = stage_parser(__doc__, {"input": INPUT_HELP}, prog="python -m tasks.curate.clean").parse_args(argv)
+    params = load(args.params, PARAMS, args.set)["curate.clean"]
+    report = clean(args.input, args.output, params)
     print({k: report[k] for k in ("rows_in", "kept", "rejected", "by_reason", "rows_per_s")})
 
 

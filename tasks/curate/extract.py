@@ -70,7 +70,7 @@ def split_document(doc: str) -> tuple[str, str] | None:
     return None
 
 
-def extract(question: str, answer: str, long_answer_chars: int = 40) -> tuple[str, str, str | None] | None:
+def extract(question: str, answer: str, long_answer_chars: int) -> tuple[str, str, str | None] | None:
     """(question, final answer, worked solution or None) for a row that needs extraction, else None.
 
     A row needs it when its answer is empty and the question is a raw document, or when its answer is

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,26 +23,15 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.config import UsageError
+
 REQUIRED = ("question", "answer")
 ROW = "_row"  # 0-based input row number, carried through a stage and dropped on write
-PARAMS_FILE = Path(__file__).resolve().parents[2] / "params.yaml"
+INPUT_HELP = "JSONL, Parquet or CSV with question and answer columns"
 
 
-class CurateInputError(ValueError):
+class CurateInputError(UsageError):
     """Input that a stage cannot use; the message names the file, the row or column, and what was expected."""
-
-
-def load_params(section: str, path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """``curate.<section>`` (or a top-level ``section`` such as ``difficulty``) of params.yaml; {} if absent."""
-    import yaml
-
-    p = Path(path) if path else PARAMS_FILE
-    if not p.exists():
-        return {}
-    doc = yaml.safe_load(p.read_text()) or {}
-    if section in doc and section != "curate":
-        return dict(doc[section] or {})
-    return dict((doc.get("curate") or {}).get(section) or {})
 
 
 def _suffix(path: Path) -> str:
@@ -107,7 +95,7 @@ def scan(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED) -> pl.La
     )
 
 
-def batches(lf: pl.LazyFrame, chunk_size: int = 65536, path: str | os.PathLike = "input") -> Iterator[pl.DataFrame]:
+def batches(lf: pl.LazyFrame, chunk_size: int, path: str | os.PathLike) -> Iterator[pl.DataFrame]:
     """Stream ``lf`` in chunks of about ``chunk_size`` rows, in order (larger-than-memory inputs work).
 
     A read error past the schema (a ragged CSV line, a corrupt Parquet page) surfaces here as a
@@ -210,31 +198,3 @@ class StageWriter:
         }
         (self.out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         return report
-
-
-def exits_cleanly(main):
-    """Decorate a ``main``: bad input ends the command with its one-line message and status 2, no traceback."""
-    import functools
-
-    @functools.wraps(main)
-    def wrapped(argv=None):
-        try:
-            return main(argv)
-        except CurateInputError as e:
-            print(f"error: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
-
-    return wrapped
-
-
-def stage_cli(stage: str, doc: str, extra_args=None):
-    """The shared ``--input PATH --output DIR [--params params.yaml]`` parser of a stage's ``python -m``."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog=f"python -m tasks.curate.{stage}", description=doc.splitlines()[0])
-    ap.add_argument("--input", required=True, help="JSONL, Parquet or CSV with question and answer columns")
-    ap.add_argument("--output", required=True, help="directory for kept.parquet, rejected.parquet, report.json")
-    ap.add_argument("--params", default=None, help="params.yaml to read curate.%s from" % stage)
-    if extra_args:
-        extra_args(ap)
-    return ap

@@ -100,7 +100,7 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
 class MinHasher:
     """Signatures of shingle sets; ``num_perm`` 32-bit hash functions drawn from ``seed``."""
 
-    def __init__(self, num_perm: int = 64, seed: int = 1):
+    def __init__(self, num_perm: int, seed: int):
         rng = np.random.default_rng(seed)
         self.num_perm = num_perm
         self.a = rng.integers(1, 2**63, num_perm, dtype=np.uint64) | np.uint64(1)  # odd multipliers

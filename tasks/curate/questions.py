@@ -1,4 +1,4 @@
-"""python -m tasks.curate.questions --input PATH --output DIR [--params params.yaml]
+"""python -m tasks.curate.questions --input PATH --output DIR [--params params.yaml] [--set KEY=VALUE]
 
 Stage 4 (report section 4.1): "filter out samples containing multiple sub-problems, proof-based
 questions, and binary questions (e.g., true/false) that are susceptible to random guessing.
@@ -16,7 +16,7 @@ Per row, in this order:
    as the answer;
 4. ``multi_part``: two or more sub-problems ``(a) (b)``, ``(i) (ii)``, numbered lines, "part 1",
    two or more question marks, or an answer listing values separated by ``;``;
-5. ``unparseable_answer``: ``tasks.mathverify.parse_clean`` (math-verify, no fallback, its own
+5. ``unparseable_answer``: ``tasks.envs.mathverify.parse_clean`` (math-verify, no fallback, its own
    timeout off the main thread) finds no single clean value in the answer.
 
 Rewritten rows keep their new question and answer; ``report.json`` counts them (``mc_rewritten``).
@@ -25,15 +25,26 @@ Rewritten rows keep their new question and answer; ``report.json`` counts them (
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import polars as pl
 from tqdm import tqdm
 
-from tasks.curate.io import ROW, StageWriter, batches, exits_cleanly, load_params, scan, stage_cli
+from tasks.config import Params, exits_cleanly, load, param, stage_parser
+from tasks.curate.io import INPUT_HELP, ROW, StageWriter, batches, scan
 
-DEFAULTS: dict[str, Any] = {"parse_timeout_s": 5.0, "chunk_size": 4096}
+
+
+@dataclass
+class QuestionsParams(Params):
+    """``curate.questions``: the rule-based answer checker's budget."""
+
+    SECTION: ClassVar[str] = "curate.questions"
+    parse_timeout_s: float = param(5.0, gt=0.0, help="math-verify per answer, enforced off the main thread")
+    chunk_size: int = param(4096, ge=1, help="rows per streamed batch (a memory bound, not a result knob)")
+
 
 _OPTION = re.compile(r"(?:^|(?<=\s))(?:\(([A-Ea-e])\)|([A-Ea-e])[.):])\s+")
 _LETTER_ANSWER = re.compile(r"^\s*\(?([A-Ea-e])\)?(?:[.):]\s*(.*))?\s*$", re.S)
@@ -116,25 +127,19 @@ def classify(question: str, answer: str) -> tuple[str | None, str, str]:
     return None, question, answer
 
 
-def questions(
-    input_path: str | Path,
-    output_dir: str | Path,
-    *,
-    parse_timeout_s: float = 5.0,
-    chunk_size: int = 4096,
-) -> dict[str, Any]:
+def questions(input_path: str | Path, output_dir: str | Path, params: QuestionsParams) -> dict[str, Any]:
     """Reject multi-part, proof and binary questions, rewrite multiple choice, keep parseable answers."""
-    from tasks.mathverify import parse_clean
+    from tasks.envs.mathverify import parse_clean
 
     lf = scan(input_path)
     writer = StageWriter(output_dir, "questions", input_path)
     rewritten, template = 0, None
-    for df in tqdm(batches(lf, chunk_size, input_path), desc="questions", unit="batch"):
+    for df in tqdm(batches(lf, params.chunk_size, input_path), desc="questions", unit="batch"):
         qs, ans, reasons = [], [], []
         for q, a in zip(df["question"].fill_null("").to_list(), df["answer"].fill_null("").to_list()):
             reason, q2, a2 = classify(q, a)
             rewritten += reason is None and (q2, a2) != (q, a)
-            if reason is None and parse_clean(a2, timeout_s=parse_timeout_s) is None:
+            if reason is None and parse_clean(a2, timeout_s=params.parse_timeout_s) is None:
                 reason = "unparseable_answer"
             qs.append(q2 if reason is None else q)
             ans.append(a2 if reason is None else a)
@@ -145,11 +150,14 @@ def questions(
     return writer.close((template if template is not None else lf.head(0).collect()).drop(ROW), mc_rewritten=rewritten)
 
 
+PARAMS = {"curate.questions": QuestionsParams}
+
+
 @exits_cleanly
 def main(argv: list[str] | None = None) -> None:
-    args = stage_cli("questions", __doc__).parse_args(argv)
-    params = {**DEFAULTS, **load_params("questions", args.params)}
-    report = questions(args.input, args.output, **params)
+    args = stage_parser(__doc__, {"input": INPUT_HELP}, prog="python -m tasks.curate.questions").parse_args(argv)
+    params = load(args.params, PARAMS, args.set)["curate.questions"]
+    report = questions(args.input, args.output, params)
     print({k: report[k] for k in ("rows_in", "kept", "rejected", "by_reason", "rows_per_s")})
 
 

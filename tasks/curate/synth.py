@@ -1,4 +1,4 @@
-"""python -m tasks.curate.synth --output DIR [--n-base 1200] [--seed 0]
+"""python -m tasks.curate.synth --output DIR [--params params.yaml] [--set n_base=1200]
 
 A labelled, deliberately messy math QA corpus for measuring every curation filter. It writes
 
@@ -18,13 +18,26 @@ rejected ``malformed``, ``dup_exact``, ``dup_near``, ``dup_paraphrase``, ``sft_o
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
+
+from tasks.config import Params, exits_cleanly, load, param, stage_parser
+
+
+@dataclass
+class RawMathParams(Params):
+    """``raw_math``: the size of the labelled messy corpus that stands in for scraped data."""
+
+    SECTION: ClassVar[str] = "raw_math"
+    n_base: int = param(200, ge=1, help="base problems; the corpus holds about 2.3 rows per base problem with "
+                                        "its duplicates, paraphrases and malformed copies")
+    seed: int = param(0, help="the corpus's random seed")
+
 
 NAMES = ["Maria", "Tom", "Aisha", "Kenji", "Lena", "Omar", "Priya", "Diego", "Sofia", "Ivan"]
 
@@ -184,7 +197,7 @@ def _near_edit(q: str, r: random.Random) -> str:
     return " ".join(words)
 
 
-def generate(n_base: int = 1200, seed: int = 0) -> tuple[list[dict], list[dict], list[dict]]:
+def generate(n_base: int, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
     """(corpus rows, SFT items, benchmark items); the corpus is about 2.2 x ``n_base`` rows."""
     r = random.Random(seed)
     seen: set[str] = set()
@@ -284,24 +297,24 @@ def generate(n_base: int = 1200, seed: int = 0) -> tuple[list[dict], list[dict],
         [{k: v for k, v in b.items() if k != "variants"} for b in bench]
 
 
-def write(out_dir: str | Path, n_base: int = 1200, seed: int = 0) -> dict[str, Path]:
+def write(out_dir: str | Path, params: RawMathParams) -> dict[str, Path]:
     """Write corpus.jsonl, sft.jsonl and benchmark.jsonl into ``out_dir``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    corpus, sft, bench = generate(n_base, seed)
+    corpus, sft, bench = generate(params.n_base, params.seed)
     paths = {"corpus": out / "corpus.jsonl", "sft": out / "sft.jsonl", "benchmark": out / "benchmark.jsonl"}
     for name, items in (("corpus", corpus), ("sft", sft), ("benchmark", bench)):
         paths[name].write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in items))
     return paths
 
 
+PARAMS = {"raw_math": RawMathParams}
+
+
+@exits_cleanly
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m tasks.curate.synth", description=__doc__.splitlines()[0])
-    ap.add_argument("--output", required=True)
-    ap.add_argument("--n-base", type=int, default=1200)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    paths = write(args.output, args.n_base, args.seed)
+    args = stage_parser(__doc__, prog="python -m tasks.curate.synth").parse_args(argv)
+    paths = write(args.output, load(args.params, PARAMS, args.set)["raw_math"])
     print({k: str(v) for k, v in paths.items()})
 
 

@@ -1,4 +1,4 @@
-"""tasks.agreement: prompt files, the summary statistics, and one end-to-end run on a tiny M1 model
+"""tasks.train.agreement: prompt files, the summary statistics, and one end-to-end run on a tiny M1 model
 (random weights, fp32) whose decode and rescoring paths must agree to fp32 rounding."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from tasks.agreement import measure_agreement, read_prompts, summarize
+from tasks.train.agreement import measure_agreement, read_prompts, summarize
 
 
 def test_read_prompts_jsonl_and_text(tmp_path):

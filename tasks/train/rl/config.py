@@ -1,0 +1,131 @@
+"""``rl``: the RL stage's settings (report section 3), one dataclass per concern of the section.
+
+Batch units: ``prompts_per_step`` prompts per generation batch, global across data-parallel ranks;
+``samples_per_prompt`` responses each (G); the batch's ``prompts_per_step * samples_per_prompt``
+sequences are split into ``updates_per_batch`` minibatches, one optimizer step each.
+
+The objective's own settings (clip range, normalization, DAPO's sampling tricks) live per algorithm
+under ``rl.algorithms.<name>``; ``rl.algorithm`` picks one and ``RLParams.algo`` is its entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from tasks.config import Params, param
+from tasks.train.rl.losses import ALGORITHMS, NORMALIZATIONS
+
+
+@dataclass
+class AlgorithmParams(Params):
+    """``rl.algorithms.<name>``: one objective's settings. The IS weight r = pi/pi_old is clipped to
+    [1 - eps_low, 1 + eps_high] (report Eq. 5; not an absolute cap)."""
+
+    SECTION: ClassVar[str] = "rl.algorithms.*"  # one of its fields, see Algorithms
+    eps_low: float = param(help="lower clip: r >= 1 - eps_low (CISPO: large = no lower bound)")
+    eps_high: float = param(help="upper clip: r <= 1 + eps_high (the one CISPO tunes)")
+    normalization: str = param(choices=NORMALIZATIONS, help="token | sample | combined = (token + sample) / 2")
+    trust_region_mask: bool = param(False, help="Eq. 6-7's token mask on top of CISPO")
+    dynamic_sampling: bool = param(True, help="DAPO: drop groups whose rewards are all equal, draw more prompts")
+    overlong_penalty: float = param(1.0, ge=0.0, help="DAPO soft overlong penalty: reward falls linearly to "
+                                                      "-overlong_penalty over rl.overlong_buffer tokens; 0 = off")
+
+
+@dataclass
+class Algorithms(Params):
+    """``rl.algorithms``: each objective's settings; ``rl.algorithm`` picks one."""
+
+    SECTION: ClassVar[str] = "rl.algorithms"
+    cispo: AlgorithmParams = param(
+        default_factory=lambda: AlgorithmParams(eps_low=1.0, eps_high=0.28, normalization="token"),
+        help="CISPO: clipped, detached IS weight (report Eq. 4-5); no lower bound, eps_high tuned")
+    grpo: AlgorithmParams = param(
+        default_factory=lambda: AlgorithmParams(eps_low=0.2, eps_high=0.2, normalization="sample",
+                                                dynamic_sampling=False, overlong_penalty=0.0),
+        help="the report's GRPO baseline: PPO clip 0.2, per-sequence mean, no DAPO sampling tricks")
+    dapo: AlgorithmParams = param(
+        default_factory=lambda: AlgorithmParams(eps_low=0.2, eps_high=0.28, normalization="token"),
+        help="DAPO: clip-higher, token-level normalization, dynamic sampling, overlong penalty")
+
+
+@dataclass
+class TaskWeight(Params):
+    """``rl.tasks.<name>``: a task of the prompt mix."""
+
+    SECTION: ClassVar[str] = "rl.tasks.*"
+    difficulty: int = param(ge=1, help="the task's difficulty level")
+    weight: float = param(1.0, gt=0.0, help="relative share of the prompts drawn")
+
+
+@dataclass
+class RLParams(Params):
+    """``rl``: CISPO (or GRPO / DAPO) on verifiable tasks."""
+
+    SECTION: ClassVar[str] = "rl"
+    algorithm: str = param("cispo", choices=ALGORITHMS, help="the objective; its settings: rl.algorithms.<name>")
+    seed: int = param(0, help="prompt stream, sampling and minibatch seed")
+    steps: int = param(40, ge=1, help="generation batches (about 5 min on 2 CPU cores, tiny preset)")
+    prompts_per_step: int = param(16, ge=1, help="prompts per generation batch, global across ranks")
+    samples_per_prompt: int = param(8, ge=2, help="responses per prompt (the group G)")
+    updates_per_batch: int = param(4, ge=1, help="minibatches per generation batch, one optimizer step each (the "
+                                                 "report uses 16 off-policy updates)")
+    lr: float = param(1e-3, gt=0.0, help="learning rate (tiny preset, head only; LOG.md rl)")
+    betas: tuple[float, float] = param((0.9, 0.95), ge=0.0, lt=1.0, help="AdamW betas (report section 3.2; VeRL's "
+                                                                         "0.9/0.999 with eps 1e-8 diverged)")
+    adam_eps: float = param(1e-15, gt=0.0, help="AdamW eps (report section 3.2)")
+    weight_decay: float = param(0.0, ge=0.0, help="AdamW weight decay")
+    grad_clip: float = param(1.0, gt=0.0, help="gradient-norm clip")
+    trainable: str = param("head", choices=("all", "head"),
+                           help="all | head (output head + final norm only; the tiny preset learns only so, LOG.md rl)")
+    max_new_tokens: int = param(48, ge=1, help="rollout reply budget")
+    temperature: float = param(1.0, gt=0.0, help="rollout sampling temperature")
+    top_p: float = param(1.0, gt=0.0, le=1.0, help="rollout nucleus sampling")
+    repetition_n: int = param(3000, ge=1, help="early truncation: N consecutive tokens each with p > repetition_p "
+                                               "(report section 3.2)")
+    repetition_p: float = param(0.99, ge=0.0, le=1.0, help="see repetition_n")
+    max_sampling_rounds: int = param(3, ge=1, help="dynamic sampling: bound on prompt-drawing rounds per step")
+    overlong_buffer: int = param(8, ge=0, help="DAPO overlong penalty over the last N tokens before max_new_tokens")
+    tasks: dict[str, TaskWeight] = param(default_factory=lambda: {"arithmetic": TaskWeight(difficulty=2)},
+                                         help="the prompt mix: task name -> {difficulty, weight}")
+    eval_every: int = param(10, ge=0, help="steps between held-out evaluations; 0 = never")
+    eval_prompts: int = param(256, ge=1, help="held-out items per task (x eval_samples = 512: about +-2 points)")
+    eval_samples: int = param(2, ge=1, help="samples per held-out item, averaged (pass@1)")
+    eval_temperature: float = param(1.0, gt=0.0, help="the report evaluates at temperature 1.0 ...")
+    eval_top_p: float = param(0.95, gt=0.0, le=1.0, help="... and top-p 0.95")
+    eval_seed: int = param(1_000_000, help="arithmetic: seeds >= 1e6 draw from its held-out tenth of pairs")
+    checkpoint_every: int = param(5, ge=1, help="steps per checkpoint (resume point)")
+    keep_checkpoints: int = param(2, ge=1, help="newest checkpoints kept")
+    device: str = param("auto", help="auto = the GPU when there is one, else cpu")
+    train_engine: str = param("torch", choices=("torch", "deepspeed"),
+                              help="torch | deepspeed (ZeRO; launch one process per rank)")
+    zero_stage: int = param(2, choices=(0, 1, 2), help="DeepSpeed ZeRO stage (3 shards the weights generation needs)")
+    rollout_engine: str = param("torch", choices=("torch", "vllm"), help="torch | vllm (GPU only, the gpu extra)")
+    experiment: str = param("m1-rl", help="MLflow experiment")
+    run_name: str = param("", help="MLflow run name; empty = <algorithm>-seed<seed>")
+    algorithms: Algorithms = param(default_factory=Algorithms, help="each objective's settings, by name")
+
+    def check(self) -> None:
+        sequences = self.prompts_per_step * self.samples_per_prompt
+        if sequences % self.updates_per_batch:
+            raise self.fail("updates_per_batch", self.updates_per_batch,
+                            f"a divisor of prompts_per_step * samples_per_prompt = {sequences}")
+        if self.overlong_buffer > self.max_new_tokens:
+            raise self.fail("overlong_buffer", self.overlong_buffer, f"an integer <= max_new_tokens ({self.max_new_tokens})")
+        if not self.tasks:
+            raise self.fail("tasks", self.tasks, "at least one task")
+
+    @property
+    def algo(self) -> AlgorithmParams:
+        """The settings of the chosen objective."""
+        return getattr(self.algorithms, self.algorithm)
+
+    def check_world(self, world_size: int) -> None:
+        """Data parallelism splits the prompts: each rank takes ``prompts_per_step / world_size``."""
+        if self.prompts_per_step % world_size:
+            raise ValueError(f"rl.prompts_per_step ({self.prompts_per_step}) must divide by world size {world_size}")
+        per_rank = self.prompts_per_step // world_size * self.samples_per_prompt
+        if per_rank % self.updates_per_batch:
+            raise ValueError(
+                f"rl: {per_rank} sequences per rank must divide into updates_per_batch = {self.updates_per_batch}"
+            )

@@ -1,0 +1,313 @@
+"""The RL driver: CISPO (or GRPO / DAPO) on verifiable tasks, one readable loop.
+
+    python -m tasks.train.rl.train --policy runs/sft/policy --output runs/rl [--params params.yaml]
+        [--set algorithm=grpo] [--set steps=40] [--set train_engine=deepspeed] ...
+
+Rerunning with the same ``--output`` resumes from the last checkpoint. Each step: draw prompts,
+generate ``samples_per_prompt`` responses each with the rollout engine (keeping its log-probs), score
+them with the tasks' verifiers (plus DAPO's overlong penalty), keep informative groups (dynamic
+sampling), compute group-relative advantages, recompute the old log-probs through the training path,
+then ``updates_per_batch`` off-policy minibatch updates; log to MLflow; checkpoint.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from tasks.config import exits_cleanly, load, stage_parser
+from tasks.envs.params import EnvParams
+from tasks.envs.registry import get_tasks
+from tasks.train.checkpoint import latest_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state
+from tasks.train.rl.advantages import group_advantages
+from tasks.train.rl.config import RLParams
+from tasks.train.rl.engines import make_rollout_engine, make_trainer
+from tasks.train.rl.losses import policy_loss
+from tasks.train.policy import encode_prompt, load_policy, resolve_device, save_policy
+from tasks.train.rl.sampling import GroupBatch, overlong_penalty
+from tasks.train.tracking import RunTracker
+
+
+def freeze_body(model: torch.nn.Module) -> int:
+    """``rl.trainable: head``: only the output head and the final norm keep gradients; returns their
+    parameter count. On the tiny preset every full-model update (Adam or SGD, any rate that moved
+    anything) lowered the log-probability of all sampled replies, correct ones included, while the
+    head alone can sharpen the digit distributions: the gap between greedy (89%) and sampled (26%)
+    accuracy is the distribution's width, which the head sets (LOG.md, rl)."""
+    keep = {id(model.get_output_embeddings().weight)}
+    norm = getattr(getattr(model, "model", None), "norm", None)
+    if norm is not None:
+        keep |= {id(p) for p in norm.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def seeded_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A generator on the device sampling happens on (CUDA sampling needs a CUDA generator)."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def draw_prompts(cfg: RLParams, tasks: dict, cursor: int, n: int) -> list[tuple[str, dict]]:
+    """Prompts ``cursor .. cursor + n - 1`` of the run's deterministic stream, as (task name, item)."""
+    names = list(cfg.tasks)
+    weights = [cfg.tasks[k].weight for k in names]
+    drawn = []
+    for i in range(cursor, cursor + n):
+        name = random.Random(f"{cfg.seed}-{i}").choices(names, weights)[0]
+        difficulty = cfg.tasks[name].difficulty
+        drawn.append((name, tasks[name].generate(1, seed=cfg.seed * 1_000_003 + i, difficulty=difficulty)[0]))
+    return drawn
+
+
+def rollout(engine, tok, tasks, drawn, samples: int, params, generator, cfg: RLParams) -> list[dict]:
+    """Generate ``samples`` responses per prompt and score them; one dict per prompt (a group)."""
+    prompts = [encode_prompt(tok, item["question"]) for _, item in drawn]
+    out = engine.generate([p for p in prompts for _ in range(samples)], params, generator=generator)
+    groups = []
+    for j, ((name, item), prompt) in enumerate(zip(drawn, prompts)):
+        seqs = range(j * samples, (j + 1) * samples)
+        responses = [out.tokens[k] for k in seqs]
+        scores = [tasks[name].verify(item, tok.decode(r, skip_special_tokens=False)) for r in responses]
+        lengths = torch.tensor([len(r) for r in responses])
+        penalty = overlong_penalty(lengths, cfg.max_new_tokens, cfg.overlong_buffer, cfg.algo.overlong_penalty)
+        groups.append(
+            {
+                "task": name,
+                "prompt": prompt,
+                "responses": responses,
+                "logprobs": [out.logprobs[k] for k in seqs],
+                "finish": [out.finish_reasons[k] for k in seqs],
+                "scores": scores,
+                "rewards": [s + float(p) for s, p in zip(scores, penalty)],
+            }
+        )
+    return groups
+
+
+def pack(groups: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Prompt + response per sequence, right-padded: ids, attention mask, response mask, engine log-probs."""
+    seqs = [(g["prompt"], r, lp) for g in groups for r, lp in zip(g["responses"], g["logprobs"])]
+    width = max(len(p) + len(r) for p, r, _ in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # [N, T]
+    attn = torch.zeros(len(seqs), width, dtype=torch.long)
+    mask = torch.zeros(len(seqs), width)
+    infer = torch.zeros(len(seqs), width)
+    for i, (p, r, lp) in enumerate(seqs):
+        n = len(p) + len(r)
+        ids[i, :n] = torch.tensor(p + r)
+        attn[i, :n] = 1
+        mask[i, len(p) : n] = 1
+        infer[i, len(p) : n] = torch.tensor(lp, dtype=torch.float32)
+    return {"ids": ids, "attn": attn, "mask": mask, "infer_logprobs": infer}
+
+
+def probability_health(infer_logprobs: torch.Tensor, train_logprobs: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """The report's key health metric (Figure 3): Pearson correlation and mean |delta p| between the
+    engine's and the training path's probabilities of the same sampled tokens."""
+    sel = mask.bool()
+    p_inf, p_train = infer_logprobs[sel].exp().double(), train_logprobs[sel].exp().double()
+    delta = float((p_inf - p_train).abs().mean()) if sel.any() else float("nan")
+    if sel.sum() < 2 or p_inf.std() == 0 or p_train.std() == 0:
+        return {"health/prob_pearson": float("nan"), "health/prob_abs_delta": delta}
+    corr = float(torch.corrcoef(torch.stack([p_inf, p_train]))[0, 1])
+    return {"health/prob_pearson": corr, "health/prob_abs_delta": delta}
+
+
+def rollout_metrics(groups: list[dict]) -> dict[str, float]:
+    """Reward and accuracy per task, response length mean / p50 / p99, finish-reason fractions."""
+    m: dict[str, float] = {}
+    for name in sorted({g["task"] for g in groups}):
+        mine = [g for g in groups if g["task"] == name]
+        m[f"reward/{name}"] = float(np.mean([r for g in mine for r in g["rewards"]]))
+        m[f"accuracy/{name}"] = float(np.mean([s >= 1.0 for g in mine for s in g["scores"]]))
+    m["reward/mean"] = float(np.mean([r for g in groups for r in g["rewards"]]))
+    m["accuracy/mean"] = float(np.mean([s >= 1.0 for g in groups for s in g["scores"]]))
+    lengths = np.array([len(r) for g in groups for r in g["responses"]])
+    m["length/mean"], m["length/p50"], m["length/p99"] = float(lengths.mean()), float(np.percentile(lengths, 50)), float(np.percentile(lengths, 99))
+    reasons = [f for g in groups for f in g["finish"]]
+    for reason in ("eos", "length", "repetition"):
+        m[f"finish/{reason}"] = reasons.count(reason) / len(reasons)
+    return m
+
+
+def evaluate(engine, tok, tasks, eval_sets: dict, cfg: RLParams, device: torch.device) -> dict[str, float]:
+    """Held-out accuracy per task: ``eval_samples`` samples per item at the eval temperature / top-p
+    (the report evaluates at temperature 1.0, top-p 0.95), averaged (pass@1)."""
+    from model.generation import SamplingParams
+
+    params = SamplingParams(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.eval_temperature,
+        top_p=cfg.eval_top_p,
+        stop_token_ids=(tok.eos_token_id,),
+        repetition_n=cfg.repetition_n,
+        repetition_p=cfg.repetition_p,
+    )
+    m = {}
+    for name, items in eval_sets.items():
+        gen = seeded_generator(cfg.eval_seed, device)
+        groups = rollout(engine, tok, tasks, [(name, it) for it in items], cfg.eval_samples, params, gen, cfg)
+        m[f"eval/accuracy/{name}"] = float(np.mean([s >= 1.0 for g in groups for s in g["scores"]]))
+    m["eval/accuracy"] = float(np.mean(list(m.values())))
+    return m
+
+
+def train_rl(cfg: RLParams, policy_dir: str | Path, out_dir: str | Path, envs: EnvParams) -> dict[str, float]:
+    """Run (or resume) RL from ``policy_dir`` into ``out_dir``; returns the last step's metrics.
+
+    Writes ``checkpoints/step_*/`` (all state), ``metrics.jsonl`` and, at the end, ``policy/`` (HF format).
+    """
+    from model.generation import SamplingParams
+    from model.logprobs import token_logprobs
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model, tok = load_policy(policy_dir)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    tasks = get_tasks(cfg.tasks, envs, where="rl.tasks")
+    out = Path(out_dir)
+    G = cfg.samples_per_prompt
+
+    if cfg.trainable == "head":
+        freeze_body(model)
+    trainer = make_trainer(model, cfg, micro_batch=cfg.prompts_per_step * G // cfg.updates_per_batch)
+    cfg.check_world(trainer.world_size)
+    per_rank = cfg.prompts_per_step // trainer.world_size
+    state = {"step": 0, "cursor": 0, "run_id": None}
+    last = latest_checkpoint(out / "checkpoints")
+    if last is not None:
+        trainer.load(last)
+        state = load_state(last)
+        set_rng_state(state["rng"])
+    module = trainer.module
+    run_name = cfg.run_name or f"{cfg.algorithm}-seed{cfg.seed}"
+    tracker = RunTracker(
+        out, experiment=cfg.experiment, run_name=run_name, params=cfg.to_dict(),
+        run_id=state["run_id"], resume_step=state["step"], enabled=trainer.is_main,
+    )
+    engine = make_rollout_engine(cfg.rollout_engine, module, tok, out)
+    params = SamplingParams(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        stop_token_ids=(tok.eos_token_id,),
+        repetition_n=cfg.repetition_n,
+        repetition_p=cfg.repetition_p,
+    )
+    eval_sets = {
+        name: task.generate(cfg.eval_prompts, seed=cfg.eval_seed, difficulty=cfg.tasks[name].difficulty)
+        for name, task in tasks.items()
+    }
+    if state["step"] == 0 and cfg.eval_every > 0:
+        module.eval()
+        with torch.no_grad():
+            tracker.log(0, evaluate(engine, tok, tasks, eval_sets, cfg, device))
+
+    metrics: dict[str, float] = {}
+    for step in tqdm(range(state["step"], cfg.steps), initial=state["step"], total=cfg.steps, disable=not trainer.is_main, desc=run_name):
+        # 1. rollouts, with dynamic sampling: draw rounds of prompts until enough informative groups
+        module.eval()
+        t0 = time.perf_counter()
+        batch = GroupBatch(per_rank, cfg.algo.dynamic_sampling)
+        sampled: list[dict] = []
+        rounds = 0
+        with torch.no_grad():
+            for rounds in range(1, (cfg.max_sampling_rounds if cfg.algo.dynamic_sampling else 1) + 1):
+                drawn = draw_prompts(cfg, tasks, state["cursor"], cfg.prompts_per_step)[trainer.rank :: trainer.world_size]
+                state["cursor"] += cfg.prompts_per_step
+                gen = seeded_generator(((cfg.seed * 100_003 + step) * 101 + rounds) * 1009 + trainer.rank, device)
+                groups = rollout(engine, tok, tasks, drawn, G, params, gen, cfg)
+                sampled += groups
+                batch.add(groups, torch.tensor([g["rewards"] for g in groups]))
+                if trainer.all_true(batch.full):
+                    break
+        groups, filled = batch.finish()
+        gen_seconds = time.perf_counter() - t0
+        gen_tokens = sum(len(r) for g in sampled for r in g["responses"])
+
+        # 2. advantages and the old policy's log-probs through the training path
+        data = {k: v.to(device) for k, v in pack(groups, tok.pad_token_id).items()}
+        advantages = group_advantages(torch.tensor([g["rewards"] for g in groups])).reshape(-1).to(device)  # [N]
+        with torch.no_grad():
+            old_logprobs, entropy = token_logprobs(module, data["ids"], data["attn"])  # [N, T]
+        mask = data["mask"]
+
+        # 3. off-policy minibatch updates; a batch without a single informative group (every rank's
+        # advantages all zero) is skipped: AdamW would still move the weights along its momentum
+        module.train()
+        t1 = time.perf_counter()
+        order = torch.randperm(len(advantages), generator=torch.Generator().manual_seed(cfg.seed * 7919 + step))
+        upd = {"loss": [], "grad_norm": [], "is_weight_mean": [], "clip_fraction": [], "masked_fraction": []}
+        skip = trainer.all_true(bool((advantages == 0).all()))
+        for idx in [] if skip else order.tensor_split(cfg.updates_per_batch):
+            width = int(data["attn"][idx].sum(dim=1).max())
+            logprobs, _ = token_logprobs(module, data["ids"][idx, :width], data["attn"][idx, :width])
+            loss, lm = policy_loss(
+                logprobs, old_logprobs[idx, :width], advantages[idx], mask[idx, :width],
+                algorithm=cfg.algorithm, eps_low=cfg.algo.eps_low, eps_high=cfg.algo.eps_high,
+                trust_region_mask=cfg.algo.trust_region_mask, normalization=cfg.algo.normalization,
+            )
+            upd["grad_norm"].append(trainer.step(loss))
+            upd["loss"].append(loss.item())
+            for k, v in lm.items():
+                upd[k].append(v)
+        train_seconds = time.perf_counter() - t1
+        sync = getattr(engine, "sync_weights", None)
+        if sync is not None:
+            sync(module)
+
+        # 4. log and checkpoint
+        metrics = rollout_metrics(sampled)
+        metrics.update({f"train/{k}": float(np.mean(v)) for k, v in upd.items() if v})
+        metrics["train/skipped"] = float(skip)
+        metrics.update(probability_health(data["infer_logprobs"], old_logprobs, mask))
+        metrics["train/entropy"] = float((entropy * mask).sum() / mask.sum().clamp(min=1))
+        metrics["rollout/rounds"] = rounds
+        metrics["rollout/dropped_groups"] = batch.dropped
+        metrics["rollout/filled_groups"] = filled
+        metrics["perf/gen_tokens_per_s"] = gen_tokens / max(gen_seconds, 1e-9)
+        metrics["perf/train_tokens_per_s"] = float(data["attn"].sum()) / max(train_seconds, 1e-9)
+        metrics["reward/mean_all_ranks"] = trainer.mean(metrics["reward/mean"])
+        if cfg.eval_every > 0 and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+            module.eval()
+            with torch.no_grad():
+                metrics.update(evaluate(engine, tok, tasks, eval_sets, cfg, device))
+        tracker.log(step + 1, metrics)
+        state["step"] = step + 1
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            state.update(rng=rng_state(), run_id=tracker.run_id)
+            save_checkpoint(
+                out / "checkpoints", step + 1, dict(state), trainer.save,
+                keep=cfg.keep_checkpoints, is_main=trainer.is_main, barrier=trainer.barrier,
+            )
+
+    if trainer.is_main:
+        save_policy(module, tok, out / "policy")
+    tracker.close()
+    return metrics
+
+
+PARAMS = {"rl": RLParams, "envs": EnvParams}
+
+
+@exits_cleanly
+def main(argv: list[str] | None = None) -> None:
+    ap = stage_parser(__doc__, {"policy": "policy directory to start from (tasks.train.sft's output)"},
+                      prog="python -m tasks.train.rl.train")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    loaded = load(args.params, PARAMS, args.set)
+    final = train_rl(loaded["rl"], args.policy, args.output, loaded["envs"])
+    print({k: round(v, 4) for k, v in final.items() if k.startswith(("eval/", "accuracy/", "reward/mean"))})
+
+
+if __name__ == "__main__":
+    main()
