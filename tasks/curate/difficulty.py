@@ -11,6 +11,10 @@ from the verifier of the task named in the item's ``task`` column (``tasks.envs.
 from ``tasks.envs.mathverify.verify_math(answer, <answer> of the response)``. The pass rate
 ``passes / k`` is written to every row (column ``pass_rate``); rows with ``lower < pass_rate < upper``
 are kept, the rest rejected as ``too_hard`` (rate <= lower) or ``too_easy`` (rate >= upper).
+Rows the policy cannot be asked are rejected before sampling, with a null ``pass_rate``:
+``empty_question`` (null or blank), ``long_question`` (more than ``max_question_chars``
+characters: issue 17 saw a 10 MB question make generation ask for 110 TB), ``empty_answer`` (a
+math row, no ``task``, without a reference answer).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import polars as pl
 from tqdm import tqdm
 
 from tasks.config import Params, exits_cleanly, load, param, stage_parser
-from tasks.curate.io import INPUT_HELP, ROW, StageWriter, batches, scan
+from tasks.curate.io import INPUT_HELP, ROW, StageWriter, batches, count_rows, scan
 from tasks.envs.params import EnvParams
 
 
@@ -44,6 +48,8 @@ class DifficultyParams(Params):
     batch_size: int = param(160, ge=1, help="sequences per generate call (prompts x k)")
     seed: int = param(0, help="the sampling generator's seed")
     chunk_size: int = param(1024, ge=1, help="rows per streamed batch")
+    max_question_chars: int = param(16384, ge=1, help="longer questions are rejected as long_question "
+                                                      "(the shipped tasks' longest is 2.7K, a SWE issue)")
     device: str = param("auto", help="auto = the GPU when there is one, else cpu")
 
     def check(self) -> None:
@@ -93,6 +99,20 @@ def pass_rates(items: list[dict[str, Any]], policy: Policy, k: int, verifier: Ve
     return np.array([sum(verifier(it, r) >= pass_reward for r in rs) / k for it, rs in zip(items, responses)])
 
 
+def unaskable(df: pl.DataFrame, max_question_chars: int) -> list[str | None]:
+    """The reason each row cannot be graded (null: ask the policy), first matching wins."""
+    q = pl.col("question")
+    no_task = pl.col("task").is_null() if "task" in df.columns else pl.lit(True)
+    reason = (
+        pl.when(q.is_null() | (q.str.strip_chars() == "")).then(pl.lit("empty_question"))
+        .when(q.str.len_chars() > max_question_chars).then(pl.lit("long_question"))
+        .when(no_task & (pl.col("answer").is_null() | (pl.col("answer").str.strip_chars() == "")))
+        .then(pl.lit("empty_answer"))
+        .otherwise(pl.lit(None, pl.String))
+    )
+    return df.select(reason).to_series().to_list()
+
+
 def difficulty(input_path: str | Path, output_dir: str | Path, params: DifficultyParams, policy: Policy,
                verifier: Verifier) -> dict[str, Any]:
     """Write each item's pass@k rate and keep those strictly between ``lower`` and ``upper``."""
@@ -100,19 +120,23 @@ def difficulty(input_path: str | Path, output_dir: str | Path, params: Difficult
     lf = scan(input_path)
     writer = StageWriter(output_dir, "difficulty", input_path)
     prompts_per_call = max(1, params.batch_size // k)
-    total = lf.select(pl.len()).collect().item()
+    total = count_rows(lf, input_path)
     template, hist = None, np.zeros(k + 1, np.int64)
     with tqdm(total=total, desc=f"difficulty pass@{k}", unit="item") as bar:
         for df in batches(lf, params.chunk_size, input_path):
-            rows = df.to_dicts()
-            rates = np.zeros(len(rows))
+            skip = unaskable(df, params.max_question_chars)
+            ask = [i for i, r in enumerate(skip) if r is None]
+            rows = df[ask].to_dicts()
+            rates = np.full(df.height, np.nan)
+            bar.update(df.height - len(ask))
             for lo in range(0, len(rows), prompts_per_call):
                 chunk = rows[lo : lo + prompts_per_call]
-                rates[lo : lo + prompts_per_call] = pass_rates(chunk, policy, k, verifier, params.pass_reward)
+                rates[ask[lo : lo + prompts_per_call]] = pass_rates(chunk, policy, k, verifier, params.pass_reward)
                 bar.update(len(chunk))
-            np.add.at(hist, np.rint(rates * k).astype(np.int64), 1)
-            reason = np.where(rates <= lower, "too_hard", np.where(rates >= upper, "too_easy", None)).astype(object)
-            df = df.with_columns(pl.Series("pass_rate", rates, pl.Float64))
+            np.add.at(hist, np.rint(rates[ask] * k).astype(np.int64), 1)
+            graded = np.where(rates <= lower, "too_hard", np.where(rates >= upper, "too_easy", None))
+            reason = [s if s is not None else g for s, g in zip(skip, graded)]
+            df = df.with_columns(pl.Series("pass_rate", rates, pl.Float64, nan_to_null=True))
             writer.write(df, list(reason))
             template = df if template is None else template
     if template is None:

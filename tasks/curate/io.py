@@ -12,6 +12,7 @@ kept + rejected hold every input row exactly once; ``StageWriter.close`` checks 
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import time
@@ -56,11 +57,41 @@ def _first_bad_json_line(path: Path) -> str:
     return "no single bad line found"
 
 
+def _check_utf8(path: Path, block: int = 1 << 20) -> None:
+    """Raise CurateInputError naming the first line of a text file that is not UTF-8 (polars would
+    stop on it with a bare "invalid utf-8 sequence", mid-stream and without a row)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    fed = 0
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(block)
+            try:
+                decoder.decode(data, final=not data)
+            except UnicodeDecodeError as e:
+                at = fed - (len(e.object) - len(data)) + e.start  # the decoder may hold a split character
+                bad = e.object[e.start]
+                break
+            if not data:
+                return
+            fed += len(data)
+        f.seek(0)
+        line, line_start = 1, 0
+        for lo in range(0, at, block):
+            chunk = f.read(min(block, at - lo))
+            line += chunk.count(b"\n")
+            if (nl := chunk.rfind(b"\n")) >= 0:
+                line_start = lo + nl + 1
+    raise CurateInputError(f"{path}: line {line} is not UTF-8 (byte 0x{bad:02x}, byte {at - line_start + 1} of the line); "
+                           "re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8")
+
+
 def _open_lazy(path: Path) -> tuple[pl.LazyFrame, pl.Schema]:
     """A lazy frame over a JSONL, Parquet or CSV file and its schema; CurateInputError names what is wrong."""
     if not path.exists():
         raise CurateInputError(f"{path}: no such file")
     ext = _suffix(path)
+    if ext not in (".parquet", ".pq"):
+        _check_utf8(path)
     try:
         if ext in (".parquet", ".pq"):
             lf = pl.scan_parquet(path)
@@ -114,6 +145,14 @@ def batches(lf: pl.LazyFrame, chunk_size: int, path: str | os.PathLike) -> Itera
         seen += df.height
         if df.height:
             yield df
+
+
+def count_rows(lf: pl.LazyFrame, path: str | os.PathLike) -> int:
+    """The number of rows of ``lf`` (for a progress bar); a read error is a CurateInputError naming ``path``."""
+    try:
+        return lf.select(pl.len()).collect().item()
+    except Exception as e:  # polars' compute and I/O errors
+        raise CurateInputError(f"{path}: cannot read: {str(e).splitlines()[0]}") from e
 
 
 def read_texts(path: str | os.PathLike, columns: tuple[str, ...]) -> tuple[list[str], list[str]]:
