@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tasks.envs.sandbox import Limits, run, run_command
+from tasks.envs.sandbox import local
 from tasks.envs.sandbox.local import _zombie
 
 LIM = Limits(timeout_s=5, memory_mb=256, max_processes=16, max_file_mb=4, max_output_bytes=4096)
@@ -185,19 +186,53 @@ def test_program_dies_with_a_killed_caller(tmp_path):
               " limits=Limits(timeout_s=300, memory_mb=256))\n")
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "TMPDIR": str(tmp_path), "MARK": marker}
+    cgroups = local.cgroup_support().kind  # probed (and stale cgroups swept) before the caller starts
     proc = subprocess.Popen([sys.executable, "-c", caller, root, PYTHON], env=env)
+    launcher = [0]
     try:
         deadline = time.monotonic() + 60
-        while len(processes_with(marker)) < 3 and time.monotonic() < deadline:
+        while len(processes_with(marker)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(processes_with(marker)) == 3  # the launcher, the program and its setsid'd child
+        assert len(processes_with(marker)) == 2  # the program and its setsid'd child
+        launcher = children_of(proc.pid)  # its command line names no program: the config came through a pipe
+        assert len(launcher) == 1 and marker not in Path(f"/proc/{launcher[0]}/cmdline").read_text()
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     deadline = time.monotonic() + 10
-    while processes_with(marker) and time.monotonic() < deadline:
+    while (processes_with(marker) or live(launcher[0])) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert processes_with(marker) == []
+    assert processes_with(marker) == [] and not live(launcher[0])
+    if cgroups:  # the killed caller could not remove the run's cgroup: the next run does
+        assert run_cgroups(proc.pid)
+        run("pass", limits=LIM)
+        assert run_cgroups(proc.pid) == []
+
+
+def run_cgroups(caller: int) -> list[Path]:
+    """The run cgroups a caller left under this process's cgroups."""
+    own = local._own_paths()
+    bases = [local._base(point, root, own["" if c == "v2" else c]) for c, point, root in local.cgroup_support().mounts]
+    return [d for base in bases for d in base.glob(f"{local.CGROUP_PREFIX}{caller}-*")]
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def live(pid: int) -> bool:
+    try:
+        return not _zombie(str(pid))
+    except OSError:
+        return False
 
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match=r"envs.sandbox.backend = 'chroot': allowed: one of 'local', 'docker'"):

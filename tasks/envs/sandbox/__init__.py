@@ -3,8 +3,9 @@
 Code and SWE rewards execute what the policy wrote (report section 4.1, "sandboxes"). ``run`` runs a
 Python source string, ``run_command`` an argv (a test suite); both return a ``SandboxResult`` with
 ``status`` one of ``ok``, ``timeout``, ``memory``, ``error``, ``killed``, capped ``stdout`` /
-``stderr``, and ``returncode``. ``Limits.backend`` picks the backend: ``local`` (namespaces and
-rlimits, ``tasks/envs/sandbox/local.py``) or ``docker`` (a container per run, ``docker.py``).
+``stderr``, and ``returncode``. ``Limits.backend`` picks the backend: ``local`` (namespaces, a root
+of its own, a cgroup per run and rlimits, ``tasks/envs/sandbox/local.py``) or ``docker`` (a
+container per run, ``docker.py``).
 
 Usage::
 
@@ -46,7 +47,8 @@ def run_command(argv: list[str], *, stdin: str = "", files: dict[str, str | byte
     """Run ``argv`` confined, with cwd a fresh scratch directory holding ``files`` (relative paths).
 
     The repository and the venv are hidden inside the run: start Python as
-    ``os.path.realpath(sys.executable)`` (what ``run`` does), not through the venv's link.
+    ``os.path.realpath(sys.executable)`` (what ``run`` does), not through the venv's link. The
+    local backend's cwd is ``/scratch``, a tmpfs of ``limits.scratch_mb``.
     ``timeout_s`` / ``memory_mb`` override ``limits`` (default: ``Limits()``).
     """
     lim = limits or Limits()

@@ -1,16 +1,32 @@
-"""The local sandbox backend: Linux namespaces and resource limits, no container engine.
+"""The local sandbox backend: Linux namespaces, a root of its own, cgroups and resource limits.
 
 How a run is confined (``tasks.envs.sandbox.docker`` is the container backend, for production):
 
-- its own session and process group, started by a small launcher (this file run as a script, so no
-  ``preexec_fn`` runs in a threaded caller) that forks the program as PID 1 of a new PID namespace:
-  when the program exits the kernel kills everything left in the namespace, and parent-death
-  signals chain caller -> launcher -> program, so a caller killed mid-run leaves nothing running;
-- new network namespace (only a downed loopback: no connection leaves it, not even to 127.0.0.1);
-- new mount namespace in which ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock``, ``/root``,
-  ``/home``, this repository and the venv are empty read-only tmpfs, with only the scratch
-  directory (and the interpreter's prefix, read-only) bound back in: the world-writable
-  directories, root's files and the reference data (HumanEval solutions, SWE fixes) are gone;
+- a small launcher (this file run as a script, so no ``preexec_fn`` runs in a threaded caller)
+  reads its config from a pipe (no part of it, the program's environment included, is on a
+  command line or in the launcher's environment), enters new mount, network, IPC and PID
+  namespaces, and forks the program as PID 1 of the new PID namespace: when the program exits the
+  kernel kills everything left in the namespace, and parent-death signals chain caller ->
+  launcher -> program, so a caller killed mid-run leaves nothing running;
+- a root of its own, listing what is allowed rather than what is denied: an empty read-only tmpfs
+  holding only the paths of ``Limits.allow_ro`` (bound read-only; by default ``/usr``, the
+  merged-usr links, the dynamic linker's cache), the interpreter's prefix, ``/dev/{null, zero,
+  full, random, urandom}``, a ``/proc`` of the run's own PID namespace (it shows the run's
+  processes only), and ``/scratch``; the program's process enters it with ``pivot_root`` and the
+  host's tree is detached. Other checkouts, unix sockets, ``/etc/shadow``, ``/run``, ``/home`` and
+  the host's ``/tmp`` do not exist inside; this repository and the venv are hidden even when they
+  lie under an allowed path (HumanEval's solutions and the SWE fixes live there);
+- ``/scratch`` (cwd, ``HOME``, ``TMPDIR``) is a tmpfs of ``scratch_mb`` and ``scratch_files``
+  holding the run's files: the disk of the whole run, gone with it;
+- no network (only a downed loopback: no connection leaves, not even to 127.0.0.1, and no abstract
+  unix socket is reachable) and SysV shared memory, semaphores and message queues of its own,
+  destroyed with the run;
+- a cgroup per run where the kernel offers one (``cgroup_support()``: v2 with the memory and pids
+  controllers, else the v1 memory and pids hierarchies, each made under the caller's own cgroup):
+  ``memory_mb`` (swap included) and ``max_processes`` count the whole run, scratch files included,
+  and an OOM kill makes the status ``memory``. Fallback where none is usable (or ``cgroups:
+  false``): memory is limited per process only (``RLIMIT_AS``), processes per run uid
+  (``RLIMIT_NPROC``), so a run may hold ``max_processes x memory_mb``;
 - an unprivileged uid: as root, a fresh uid per run (no passwd entry, no groups), so
   ``RLIMIT_NPROC`` counts only this run's processes and one ``kill(-1, SIGKILL)`` made as that uid
   ends every process it started; without root, the launcher enters a user namespace (where it may
@@ -21,11 +37,12 @@ How a run is confined (``tasks.envs.sandbox.docker`` is the container backend, f
 - stdout and stderr go to files (bounded by ``RLIMIT_FSIZE``), of which the first
   ``max_output_bytes`` are read back, so a flood of output costs the caller nothing.
 
-The tests run as root; the user-namespace path was checked by hand as uid 1000 (every attack of
-tests/test_sandbox.py, see docs/LOG.md). Hosts that forbid unprivileged user namespaces (some
-AppArmor profiles) get a RuntimeError naming the failed call.
+The tests run as root; the user-namespace path was checked by hand as uid 1000 (docs/LOG.md).
+Hosts that forbid unprivileged user namespaces (some AppArmor profiles) get a RuntimeError naming
+the failed call.
 
-The launcher (internal) is ``python -I -S tasks/envs/sandbox/local.py --launch CONFIG_JSON``.
+The launcher (internal) is ``python -I -S tasks/envs/sandbox/local.py --launch FD``, its config
+JSON readable on file descriptor FD.
 """
 
 from __future__ import annotations
@@ -39,11 +56,16 @@ import sys
 # before the rest of the module (and its imports) is even read.
 
 SETUP_FAILED = 125  # launcher exit code when confinement itself failed (never the program's fault)
-_CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
+SCRATCH = "/scratch"  # the run's cwd inside its root
+_CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = (
+    0x00020000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_NOATIME, _MS_NODIRATIME, _MS_BIND = (
     1, 2, 4, 8, 32, 1024, 2048, 4096)
 _MS_REC, _MS_PRIVATE, _MS_RELATIME = 16384, 1 << 18, 1 << 21
+_MNT_DETACH = 2
 _PR_SET_PDEATHSIG = 1
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+_DEVICES = ("null", "zero", "full", "random", "urandom")
 
 
 class _Libc:
@@ -68,6 +90,14 @@ class _Libc:
         self._check(self.libc.mount(enc(src), enc(dst), enc(fstype), self.ctypes.c_ulong(flags), enc(data)),
                     f"mount {dst}")
 
+    def pivot_root_here(self) -> None:
+        """Make the current directory the root and detach the old one (``pivot_root(".", ".")``)."""
+        machine = os.uname().machine
+        if machine not in _SYS_PIVOT_ROOT:
+            raise OSError(38, f"pivot_root: no syscall number known for {machine}")
+        self._check(self.libc.syscall(self.ctypes.c_long(_SYS_PIVOT_ROOT[machine]), b".", b"."), "pivot_root")
+        self._check(self.libc.umount2(b".", _MNT_DETACH), "umount the host's root")
+
     def die_with_parent(self) -> None:
         import signal
 
@@ -82,38 +112,104 @@ def _map_ids(inside: int, uid: int, gid: int) -> None:
 
 
 def _confine(config: dict, libc: _Libc) -> None:
-    """In the launcher: new mount, network and PID namespaces; mask and bind directories.
-
-    As root that is all; without root the launcher first enters a user namespace in which it is
-    root (mapped to the caller's uid), which is enough to mount tmpfs and bind directories.
-    """
+    """In the launcher: new mount, network, IPC and PID namespaces (and without root a user
+    namespace in which it is root, mapped to the caller: enough to mount)."""
     rootless = config["rootless"]
     host_uid, host_gid = os.getuid(), os.getgid()
-    libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID | (_CLONE_NEWUSER if rootless else 0))
+    libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWPID | (_CLONE_NEWUSER if rootless else 0))
     if rootless:
         _map_ids(0, host_uid, host_gid)
     libc.mount(None, "/", None, _MS_REC | _MS_PRIVATE)
-    under = (lambda p, d: p == d or p.startswith(d.rstrip("/") + "/"))
-    masks = [d for d in dict.fromkeys(config["mask_dirs"]) if os.path.isdir(d) and not os.path.islink(d)]
-    masks = [d for d in masks if not any(under(d, m) and d != m for m in masks)]  # outermost only
-    under_mask = (lambda p: any(under(p, m) for m in masks))
-    # open what must stay visible before the masks hide it; bind it back at the same path after
-    binds = [(config["scratch"], False)] + [(p, True) for p in dict.fromkeys(config["binds_ro"]) if under_mask(p)]
-    fds = [(os.open(p, os.O_PATH), p, ro, os.statvfs(p).f_flag) for p, ro in binds]
-    for d in masks:
-        libc.mount("tmpfs", d, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=755")
-    for fd, path, ro, st in fds:
-        os.makedirs(path, exist_ok=True)
-        libc.mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
-        if ro:  # a remount must keep the flags the source mount has (locked in a user namespace)
-            keep = sum(ms for st_flag, ms in ((os.ST_NOSUID, _MS_NOSUID), (os.ST_NODEV, _MS_NODEV),
-                                              (os.ST_NOEXEC, _MS_NOEXEC), (os.ST_NOATIME, _MS_NOATIME),
-                                              (os.ST_NODIRATIME, _MS_NODIRATIME), (os.ST_RELATIME, _MS_RELATIME))
-                       if st & st_flag)
-            libc.mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | keep)
-        os.close(fd)
-    for d in masks:  # read-only once the bind targets exist (without root the program owns them)
-        libc.mount(None, d, None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+
+
+def _unescape(text: str) -> str:
+    """A path from /proc/self/mountinfo, whose spaces and the like are written as octal escapes."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and text[i + 1 : i + 4].isdigit():
+            out.append(chr(int(text[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _remount_ro(path: str, libc: _Libc) -> None:
+    """Remount the bind mount at ``path`` and every mount below it read-only, keeping the flags
+    each source mount has (a user namespace locks them)."""
+    with open("/proc/self/mountinfo") as f:
+        points = [_unescape(line.split()[4]) for line in f]
+    for point in dict.fromkeys(p for p in points if p == path or p.startswith(path.rstrip("/") + "/")):
+        st = os.statvfs(point).f_flag
+        keep = sum(ms for flag, ms in ((os.ST_NOSUID, _MS_NOSUID), (os.ST_NODEV, _MS_NODEV), (os.ST_NOEXEC, _MS_NOEXEC),
+                                       (os.ST_NOATIME, _MS_NOATIME), (os.ST_NODIRATIME, _MS_NODIRATIME),
+                                       (os.ST_RELATIME, _MS_RELATIME)) if st & flag)
+        libc.mount(None, point, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | keep)
+
+
+def _bind_ro(root: str, path: str, libc: _Libc) -> None:
+    """Show host ``path`` at the same place under ``root``, read-only (a symlink is copied as one)."""
+    target = root + path
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if os.path.islink(path):
+        os.symlink(os.readlink(path), target)
+        return
+    if os.path.isdir(path):
+        os.makedirs(target, exist_ok=True)
+    else:
+        open(target, "a").close()
+    libc.mount(path, target, None, _MS_BIND | _MS_REC)
+    _remount_ro(target, libc)
+
+
+def _copy_in(src: str, dst: str, uid: int | None) -> None:
+    """Copy the run's files from the caller's staging directory into its scratch tmpfs."""
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel = os.path.relpath(dirpath, src)
+        here = dst if rel == "." else os.path.join(dst, rel)
+        for name in dirnames:
+            os.mkdir(os.path.join(here, name), 0o755)
+        for name in filenames:
+            with open(os.path.join(dirpath, name), "rb") as fin, open(os.path.join(here, name), "xb") as fout:
+                fout.write(fin.read())
+        for name in dirnames + filenames if uid is not None else []:
+            os.chown(os.path.join(here, name), uid, uid)
+
+
+def _build_root(config: dict, libc: _Libc) -> None:
+    """In the program's process, PID 1 of the run's namespace: assemble the run's root, enter it."""
+    root, uid = config["root"], None if config["rootless"] else config["uid"]
+    libc.mount("tmpfs", root, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,nr_inodes=4096,mode=755")
+    for path in config["allow_ro"]:
+        _bind_ro(root, path, libc)
+    for path in config["hide"]:  # reference data under an allowed path: an empty read-only tmpfs over it
+        libc.mount("tmpfs", root + path, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_RDONLY, "size=4k,mode=755")
+    dev = root + "/dev"
+    os.makedirs(dev, exist_ok=True)
+    libc.mount("tmpfs", dev, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=64k,mode=755")
+    for name in _DEVICES:
+        open(f"{dev}/{name}", "a").close()
+        libc.mount(f"/dev/{name}", f"{dev}/{name}", None, _MS_BIND)
+    for name, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                     ("stderr", "/proc/self/fd/2")):
+        os.symlink(to, f"{dev}/{name}")
+    os.mkdir(f"{dev}/shm")
+    libc.mount(None, dev, None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+    os.makedirs(root + "/proc", exist_ok=True)
+    libc.mount("proc", root + "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+    for path in ("/tmp", "/var/tmp"):  # empty and read-only: TMPDIR is the scratch
+        os.makedirs(root + path, exist_ok=True)
+    scratch = root + SCRATCH
+    os.mkdir(scratch)
+    owner = f",uid={uid},gid={uid}" if uid is not None else ""
+    libc.mount("tmpfs", scratch, "tmpfs", _MS_NOSUID | _MS_NODEV,
+               f"size={config['scratch_mb']}m,nr_inodes={config['scratch_files']},mode=700{owner}")
+    _copy_in(config["files"], scratch, uid)
+    os.chdir(root)
+    libc.pivot_root_here()
+    os.chdir("/")
+    libc.mount(None, "/", None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
 
 
 def _drop(config: dict, libc: _Libc) -> None:
@@ -125,7 +221,7 @@ def _drop(config: dict, libc: _Libc) -> None:
     """
     import resource
 
-    os.chdir(config["scratch"])
+    os.chdir(SCRATCH)
     for name, value in config["rlimits"].items():
         kind = getattr(resource, f"RLIMIT_{name}")
         hard = value + 1 if name == "CPU" else value  # SIGXCPU at the soft limit, SIGKILL a second later
@@ -140,7 +236,15 @@ def _drop(config: dict, libc: _Libc) -> None:
     libc.die_with_parent()  # last: changing credentials clears it
 
 
-def _launch(config: dict) -> None:
+def _read_config(fd: int) -> dict:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(fd)
+    return json.loads(b"".join(chunks))
+
+
+def _launch(config_fd: int) -> None:
     """Confine, fork the program as PID 1 of the new PID namespace, wait, exit as it did.
 
     When that PID 1 exits, the kernel kills everything else in its namespace; when the caller dies
@@ -151,10 +255,12 @@ def _launch(config: dict) -> None:
 
     libc = _Libc()
     libc.die_with_parent()
+    config = _read_config(config_fd)
     if os.getppid() != config["caller_pid"]:  # the caller died before the line above took effect
         sys.exit(SETUP_FAILED)
-    # the launcher's notes to the caller: a file the program cannot reach (opened before the masks
-    # hide it, closed on exec), so a program cannot fake a setup failure by what it prints
+    # the launcher's notes to the caller: a file the program cannot reach (opened before the
+    # program's root replaces the host's, closed on exec), so a program cannot fake a setup
+    # failure by what it prints
     note = os.open(config["note_file"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
 
     def fail(exc: Exception) -> None:
@@ -171,7 +277,13 @@ def _launch(config: dict) -> None:
         import select
 
         os.close(alive_w)
+        # to find what is left in the namespace (the host's /proc, still ours here, shows it)
+        os.write(note, f"pidns {os.readlink('/proc/self/ns/pid')}\n".encode())
         try:
+            for procs in config["cgroup_procs"]:  # first: all the run's memory and processes count
+                with open(procs, "w") as f:
+                    f.write("0")
+            _build_root(config, libc)
             _drop(config, libc)
         except Exception as exc:  # noqa: BLE001
             fail(exc)
@@ -184,30 +296,32 @@ def _launch(config: dict) -> None:
             sys.stderr.flush()
             os._exit(127)
     os.close(alive_r)
-    os.write(note, f"pidns {os.readlink(f'/proc/{pid}/ns/pid')}\n".encode())  # to find what is left in it
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):  # die of the same signal, so the caller sees what the program saw
         sig = os.WTERMSIG(status)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        signal.signal(sig, signal.SIG_DFL)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those two have no handler to reset
+            signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
         sys.exit(128 + sig)
     sys.exit(os.waitstatus_to_exitcode(status))
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--launch"]:
-    _launch(json.loads(sys.argv[2]))
+    _launch(int(sys.argv[2]))
 
 # ---------------------------------------------------------------------------------------------
 # The caller's side.
 
-import secrets  # noqa: E402  (after the launcher on purpose, see above)
+import functools  # noqa: E402  (after the launcher on purpose, see above)
+import secrets
 import select
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.envs.sandbox.common import Limits, SandboxResult, read_capped, status_of, write_files
@@ -215,34 +329,56 @@ from tasks.envs.sandbox.common import Limits, SandboxResult, read_capped, status
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
+def _visible_paths(lim: Limits) -> tuple[list[str], list[str]]:
+    """The host paths a run sees (outermost first, existing only) and the ones hidden under them."""
+    interpreter = os.path.realpath(sys.base_prefix)
+    wanted = sorted({os.path.normpath(p) for p in lim.allow_ro if os.path.lexists(p)} | {interpreter})
+    under = (lambda p, d: p == d or p.startswith(d.rstrip("/") + "/"))
+    allowed = [p for p in wanted if not any(under(p, d) and p != d for d in wanted)]
+    secret = [str(REPO_ROOT), *([sys.prefix] if sys.prefix != sys.base_prefix else [])]
+    real_allowed = [os.path.realpath(p) for p in allowed]
+    hide = [p for p in map(os.path.realpath, secret)
+            if any(under(p, d) for d in real_allowed) and not under(interpreter, p)]
+    return allowed, hide
+
+
 def run_command(argv: list[str], *, stdin: str, files: dict[str, str | bytes], timeout_s: float,
                 memory_mb: int, env: dict[str, str] | None, limits: Limits) -> SandboxResult:
-    """``tasks.envs.sandbox.run_command`` confined by namespaces and rlimits on this host.
+    """``tasks.envs.sandbox.run_command`` confined by namespaces, a cgroup and rlimits on this host.
 
-    Raises RuntimeError when the confinement itself cannot be set up (namespaces not allowed).
+    Raises ValueError when ``files`` do not fit in the scratch, RuntimeError when the confinement
+    itself cannot be set up (namespaces not allowed).
     """
     lim = limits
+    size = sum(len(c.encode(errors="surrogatepass") if isinstance(c, str) else c) for c in files.values())
+    if size > lim.scratch_mb << 20:
+        raise ValueError(f"sandbox files take {size / 2**20:.1f} MB; envs.sandbox.scratch_mb is {lim.scratch_mb}")
     rootless = os.geteuid() != 0
     uid = lim.uid_base + secrets.randbelow(lim.uid_count)
     # without root, RLIMIT_NPROC counts all the caller's processes: allow for those already running
     nproc = lim.max_processes + (len(live_processes(os.getuid())) if rootless else 0)
-    run_dir = Path(tempfile.mkdtemp(prefix="m1-sandbox-"))  # 0700: outputs live beside scratch
-    scratch = run_dir / "scratch"
-    scratch.mkdir()
+    run_dir = Path(tempfile.mkdtemp(prefix="m1-sandbox-"))  # 0700: outputs live beside the staged files
+    (run_dir / "files").mkdir()
+    (run_dir / "root").mkdir()
+    cgroup = None
     try:
-        write_files(scratch, files, None if rootless else uid)
-        if not rootless:
-            os.chown(scratch, uid, uid)
+        if lim.cgroups and cgroup_support().kind:
+            try:
+                cgroup = RunCgroup.create(cgroup_support(), memory_mb, lim.max_processes)
+            except OSError as e:
+                raise RuntimeError(f"sandbox setup failed: cannot make the run's cgroup: {e}") from e
+        write_files(run_dir / "files", files, None)
         (run_dir / "stdin").write_bytes(stdin.encode(errors="surrogatepass"))
-        child_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch), "TMPDIR": str(scratch),
+        child_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": SCRATCH, "TMPDIR": SCRATCH,
                      "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8", **(env or {})}
         exe = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=child_env["PATH"]) or argv[0]
+        allowed, hide = _visible_paths(lim)
         config = {
-            "uid": uid, "rootless": rootless, "note_file": str(run_dir / "note"), "caller_pid": os.getpid(), "argv": list(argv), "exe": exe, "scratch": str(scratch),
-            "env": child_env,
-            "binds_ro": [os.path.realpath(sys.base_prefix)],
-            # the repository and the venv hold reference data (HumanEval solutions, SWE fixes)
-            "mask_dirs": [*lim.mask_dirs, str(REPO_ROOT), *([sys.prefix] if sys.prefix != sys.base_prefix else [])],
+            "uid": uid, "rootless": rootless, "note_file": str(run_dir / "note"), "caller_pid": os.getpid(),
+            "argv": list(argv), "exe": exe, "env": child_env, "root": str(run_dir / "root"),
+            "files": str(run_dir / "files"), "allow_ro": allowed, "hide": hide,
+            "scratch_mb": lim.scratch_mb, "scratch_files": lim.scratch_files,
+            "cgroup_procs": cgroup.procs if cgroup else [],
             "rlimits": {
                 "AS": memory_mb << 20,
                 "CPU": int(timeout_s) + 1,
@@ -255,22 +391,242 @@ def run_command(argv: list[str], *, stdin: str, files: dict[str, str | bytes], t
         with open(run_dir / "stdin", "rb") as fin, open(run_dir / "stdout", "wb") as fout, \
                 open(run_dir / "stderr", "wb") as ferr:
             t0 = time.monotonic()
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", os.path.abspath(__file__), "--launch", json.dumps(config)],
-                stdin=fin, stdout=fout, stderr=ferr, start_new_session=True, close_fds=True,
-            )
+            config_r, config_w = os.pipe()
+            try:
+                proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", os.path.abspath(__file__), "--launch", str(config_r)],
+                    stdin=fin, stdout=fout, stderr=ferr, start_new_session=True, close_fds=True,
+                    pass_fds=(config_r,), env={},
+                )
+            finally:
+                os.close(config_r)
+            _send(config_w, json.dumps(config).encode())
             timed_out = not _wait_exit(proc, timeout_s)
             note = _read_note(run_dir / "note")  # complete: written before the program starts
             _kill_all(proc, None if rootless else uid, note.get("pidns", ""))
+            oom_killed = cgroup.finish() if cgroup else False
             wall = time.monotonic() - t0
         out, out_cut = read_capped(run_dir / "stdout", lim.max_output_bytes)
         err, err_cut = read_capped(run_dir / "stderr", lim.max_output_bytes)
     finally:
+        if cgroup:
+            cgroup.remove()
         shutil.rmtree(run_dir, ignore_errors=True)
     rc = proc.returncode
     if "setup-failed" in note:
         raise RuntimeError(f"sandbox setup failed: {note['setup-failed']}")
-    return SandboxResult(status_of(rc, err, timed_out), out, err, rc, wall, out_cut or err_cut)
+    return SandboxResult(status_of(rc, err, timed_out, oom_killed), out, err, rc, wall, out_cut or err_cut)
+
+
+# ---------------------------------------------------------------------------------------------
+# A cgroup per run: cgroup_support() says what this host offers, and why; RunCgroup makes one
+# run's cgroup, under the caller's own cgroup in each hierarchy (so the caller's limits still
+# apply above the run's); the program's process joins it before it does anything else. A caller
+# killed mid-run leaves an empty cgroup behind; the next run removes those whose caller is gone
+# (their names carry the caller's pid).
+
+CGROUP_PREFIX = "m1-sandbox-"
+
+
+@dataclass(frozen=True)
+class CgroupSupport:
+    kind: str | None  # "v2", "v1" or None (no cgroup: the rlimit fallback)
+    why: str
+    mounts: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)  # (controller, mount point, mount root)
+
+
+def _mounts() -> list[tuple[str, str, str, str]]:
+    """(fstype, mount point, mount root, super options) of every cgroup mount."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ", 1)
+            fields, (fstype, _source, options) = left.split(), right.split()[:3]
+            if fstype in ("cgroup", "cgroup2"):
+                found.append((fstype, _unescape(fields[4]), _unescape(fields[3]), options))
+    return found
+
+
+def _own_paths() -> dict[str, str]:
+    """This process's cgroup per controller ("" for v2), from /proc/self/cgroup."""
+    paths = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for c in controllers.split(",") if controllers else [""]:
+                paths[c] = path
+    return paths
+
+
+def _base(point: str, root: str, own: str) -> Path | None:
+    """The directory of this process's cgroup in a hierarchy mounted at ``point`` from ``root``."""
+    if root != "/" and not (own == root or own.startswith(root.rstrip("/") + "/")):
+        return None
+    return Path(point + own[len(root.rstrip("/")):]) if root != "/" else Path(point + own.rstrip("/"))
+
+
+def _probe(bases: list[tuple[str, Path | None]]) -> None:
+    """Make and remove a cgroup under each base with the limits a run gets; OSError if not allowed."""
+    RunCgroup(bases, 64, 4).remove()
+
+
+@functools.lru_cache(maxsize=1)
+def cgroup_support() -> CgroupSupport:
+    """What this host offers a run (probed once per process by making and removing a cgroup)."""
+    try:
+        mounts, own = _mounts(), _own_paths()
+    except OSError as e:
+        return CgroupSupport(None, f"cannot read this process's cgroups ({e})")
+    tried = []
+    v2 = [(point, root) for fstype, point, root, _ in mounts if fstype == "cgroup2"]
+    if v2 and "" in own:
+        point, root = v2[0]
+        base = _base(point, root, own[""])
+        try:
+            if base is None:
+                raise OSError(f"this process's cgroup {own['']} is outside the mount at {point}")
+            available = (base / "cgroup.controllers").read_text().split()
+            if not {"memory", "pids"} <= set(available):
+                raise OSError(f"controllers at {base}: {' '.join(available) or 'none'}; memory and pids needed")
+            enabled = (base / "cgroup.subtree_control").read_text().split()
+            if not {"memory", "pids"} <= set(enabled):
+                (base / "cgroup.subtree_control").write_text("+memory +pids")
+            _probe([("v2", base)])
+            return CgroupSupport("v2", f"cgroup v2 at {base}: memory.max, memory.swap.max and pids.max per run",
+                                 (("v2", str(point), root),))
+        except OSError as e:
+            tried.append(f"v2: {e}")
+    v1 = {c: (point, root) for fstype, point, root, opts in mounts if fstype == "cgroup"
+          for c in opts.split(",") if c in ("memory", "pids")}
+    if {"memory", "pids"} <= set(v1) and {"memory", "pids"} <= set(own):
+        try:
+            bases = []
+            for c in ("memory", "pids"):
+                base = _base(*v1[c], own[c])
+                if base is None:
+                    raise OSError(f"this process's {c} cgroup {own[c]} is outside the mount at {v1[c][0]}")
+                bases.append((c, base))
+            _probe(bases)
+            return CgroupSupport("v1", "cgroup v1 memory and pids hierarchies: memory.limit_in_bytes (and memsw) and "
+                                       "pids.max per run, under this process's own cgroups",
+                                 tuple((c, v1[c][0], v1[c][1]) for c in ("memory", "pids")))
+        except OSError as e:
+            tried.append(f"v1: {e}")
+    else:
+        tried.append("v1: no memory and pids hierarchies mounted")
+    return CgroupSupport(None, "no usable cgroup (" + "; ".join(tried) + "): memory is limited per process "
+                               "(RLIMIT_AS), processes per run uid (RLIMIT_NPROC)")
+
+
+class RunCgroup:
+    """One run's cgroup: a directory under each of ``bases`` ((controller, this process's cgroup
+    directory) with controller ``v2``, ``memory`` or ``pids``) holding the run's limits."""
+
+    @classmethod
+    def create(cls, support: CgroupSupport, memory_mb: int, max_processes: int) -> RunCgroup:
+        """The run's cgroup in the hierarchies ``support`` found, under this process's cgroups."""
+        own = _own_paths()
+        return cls([(c, _base(point, root, own["" if c == "v2" else c])) for c, point, root in support.mounts],
+                   memory_mb, max_processes)
+
+    def __init__(self, bases: list[tuple[str, Path | None]], memory_mb: int, max_processes: int):
+        name = f"{CGROUP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        self.dirs: list[tuple[str, Path]] = []
+        try:
+            for controller, base in bases:
+                if base is None:
+                    raise OSError(f"this process left the cgroup its {controller} hierarchy was probed in")
+                _sweep(base)
+                path = base / name
+                path.mkdir()
+                self.dirs.append((controller, path))
+                limits = {
+                    "v2": [("memory.max", memory_mb << 20), ("memory.swap.max", 0), ("pids.max", max_processes)],
+                    "memory": [("memory.limit_in_bytes", memory_mb << 20), ("memory.memsw.limit_in_bytes", memory_mb << 20)],
+                    "pids": [("pids.max", max_processes)],
+                }[controller]
+                for file, value in limits:
+                    if (path / file).exists():  # no swap accounting: no memsw / swap.max file
+                        (path / file).write_text(str(value))
+        except OSError:
+            self.remove()
+            raise
+
+    @property
+    def procs(self) -> list[str]:
+        """The files a process writes ``0`` to, to join."""
+        return [str(path / "cgroup.procs") for _, path in self.dirs]
+
+    def finish(self) -> bool:
+        """Kill every process left in the run's cgroup; whether the OOM killer ended one of them."""
+        for _, path in self.dirs:
+            if (path / "cgroup.kill").exists():
+                (path / "cgroup.kill").write_text("1")
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            left = [int(p) for _, path in self.dirs for p in (path / "cgroup.procs").read_text().split()]
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.002)
+        for controller, path in self.dirs:
+            events = {"v2": "memory.events", "memory": "memory.oom_control"}.get(controller)
+            if events and (path / events).exists():
+                counts = dict(line.split() for line in (path / events).read_text().splitlines())
+                if int(counts.get("oom_kill", 0)):
+                    return True
+        return False
+
+    def remove(self) -> None:
+        """Delete the run's cgroup directories (the kernel refuses while a process is inside)."""
+        for _, path in self.dirs:
+            deadline = time.monotonic() + 2.0
+            while True:
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.005)
+        self.dirs = []
+
+
+def _sweep(base: Path) -> None:
+    """Remove the empty cgroups of runs whose caller died (a killed caller cannot remove its own)."""
+    for entry in base.glob(f"{CGROUP_PREFIX}*"):
+        pid = entry.name[len(CGROUP_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        try:
+            entry.rmdir()
+        except OSError:
+            pass
+
+
+def _send(fd: int, data: bytes) -> None:
+    """Write the launcher's config to its pipe and close it (a launcher that died early: nothing to do)."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BrokenPipeError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _wait_exit(proc: subprocess.Popen, timeout_s: float) -> bool:
