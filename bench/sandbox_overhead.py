@@ -2,7 +2,7 @@
 
 Wall time per sandboxed run of the local backend (``tasks.envs.sandbox``): ``run_command(["/bin/true"])``
 and ``run("print(1)")``, median and 90th percentile of ``--runs`` runs each, with the run's cgroup
-and without (``envs.sandbox.cgroups``). A code reward runs one sandbox per test case, so this is
+and without (``envs.sandbox.cgroups``), the four cases interleaved. A code reward runs one sandbox per test case, so this is
 the fixed cost under every code and SWE reward. Prints a markdown table and writes it to
 ``--output`` with the load average, which matters on a shared machine.
 """
@@ -23,14 +23,17 @@ from tqdm import tqdm
 from tasks.envs.sandbox import Limits, run, run_command
 
 
-def timings(call, n: int, desc: str) -> list[float]:
-    out = []
-    for _ in tqdm(range(n), desc=desc, unit="run", leave=False):
-        t0 = time.perf_counter()
-        r = call()
-        out.append(time.perf_counter() - t0)
-        if r.status != "ok":
-            raise RuntimeError(f"{desc}: status {r.status}: {r.stderr[-300:]}")
+def timings(cases: dict[tuple[str, str], object], n: int) -> dict[tuple[str, str], list[float]]:
+    """Seconds per call of each case, the cases interleaved (one of each per round), so a change in
+    the machine's load during the benchmark falls on all of them alike."""
+    out: dict[tuple[str, str], list[float]] = {key: [] for key in cases}
+    for _ in tqdm(range(n), desc="sandbox runs", unit="round"):
+        for key, call in cases.items():
+            t0 = time.perf_counter()
+            r = call()
+            out[key].append(time.perf_counter() - t0)
+            if r.status != "ok":
+                raise RuntimeError(f"{key}: status {r.status}: {r.stderr[-300:]}")
     return out
 
 
@@ -42,14 +45,16 @@ def main(argv: list[str] | None = None) -> None:
     from tasks.envs.sandbox.local import cgroup_support
 
     support = cgroup_support()
-    rows = []
+    cases = {}
     for cgroups in (True, False):
         lim = dataclasses.replace(Limits(), cgroups=cgroups)
         label = f"cgroup {support.kind}" if cgroups and support.kind else "no cgroup"
-        for name, call in ((f'run_command(["/bin/true"])', lambda: run_command(["/bin/true"], limits=lim)),
-                           ('run("print(1)")', lambda: run("print(1)", limits=lim))):
-            t = sorted(timings(call, args.runs, f"{name}, {label}"))
-            rows.append((name, label, statistics.median(t), t[int(0.9 * (len(t) - 1))]))
+        cases[('run_command(["/bin/true"])', label)] = lambda lim=lim: run_command(["/bin/true"], limits=lim)
+        cases[('run("print(1)")', label)] = lambda lim=lim: run("print(1)", limits=lim)
+    rows = []
+    for (name, label), t in timings(cases, args.runs).items():
+        t = sorted(t)
+        rows.append((name, label, statistics.median(t), t[int(0.9 * (len(t) - 1))]))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [
         f"Sandbox overhead, local backend, {args.runs} runs per case (commit {commit}, uid {os.geteuid()}, "
