@@ -6,6 +6,13 @@ transformers' ``MiniMaxForCausalLM.save_pretrained`` writes and what vLLM's ``Mi
 Our module names are those names, so saving is the state dict. Loading also accepts the packed
 in-memory layout of transformers (``mlp.experts.gate_up_proj`` / ``down_proj``) and ignores the
 decay buffers transformers stores (we recompute them from the config).
+
+``save_vllm_export`` writes the variant vLLM 0.23 loads: the same names without those decay buffers
+(vLLM looks every checkpoint tensor up among its own parameters and stops with
+``KeyError('layers.0.self_attn.diagonal_decay')``), the LM head optionally kept in fp32. The names
+vLLM 0.23.0's ``MiniMaxText01ForCausalLM.load_weights`` accepts are ``VLLM_023_WEIGHTS`` below,
+checked against the export by ``tests/test_vllm_export.py`` and against a real load on an H200 by
+``bench/vllm_h200.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.config import M1Config
+from model.config import FULL, LINEAR, M1Config
 
 WEIGHTS = "model.safetensors"
 _DECAY_BUFFERS = re.compile(r"\.self_attn\.(slope_rate|query_decay|key_decay|diagonal_decay)$")
@@ -125,3 +132,56 @@ def load_checkpoint(cls, path: str | Path, dtype: torch.dtype | None = None, **o
     if dtype is not None:
         model = model.to(dtype)
     return model
+
+
+# Checkpoint names vLLM 0.23.0 reads for a MiniMax model (vllm/model_executor/models/minimax_text_01.py,
+# MiniMaxText01Model.load_weights): ``{i}`` a layer, ``{e}`` an expert. Lightning layers (attention
+# type 0) take qkv_proj/output_gate/out_proj/norm; softmax layers (type 1) q/k/v/o_proj; every layer
+# the two norms and the MoE router + experts (w1, w3 -> w13_weight, w2 -> w2_weight).
+VLLM_023_WEIGHTS = {
+    "global": ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"),
+    "layer": ("model.layers.{i}.input_layernorm.weight", "model.layers.{i}.post_attention_layernorm.weight",
+              "model.layers.{i}.block_sparse_moe.gate.weight"),
+    "expert": tuple(f"model.layers.{{i}}.block_sparse_moe.experts.{{e}}.{w}.weight" for w in ("w1", "w2", "w3")),
+    LINEAR: tuple(f"model.layers.{{i}}.self_attn.{n}.weight" for n in ("qkv_proj", "output_gate", "out_proj", "norm")),
+    FULL: tuple(f"model.layers.{{i}}.self_attn.{n}.weight" for n in ("q_proj", "k_proj", "v_proj", "o_proj")),
+}
+
+
+def vllm_weight_names(cfg: M1Config) -> set[str]:
+    """Every checkpoint name vLLM 0.23 expects for ``cfg`` (``VLLM_023_WEIGHTS`` expanded)."""
+    names = set(VLLM_023_WEIGHTS["global"])
+    for i, kind in enumerate(cfg.layer_types):
+        names.update(n.format(i=i) for n in VLLM_023_WEIGHTS["layer"] + VLLM_023_WEIGHTS[kind])
+        names.update(n.format(i=i, e=e) for n in VLLM_023_WEIGHTS["expert"] for e in range(cfg.num_local_experts))
+    return names
+
+
+def save_vllm_export(model, out_dir: str | Path, *, dtype: torch.dtype, head_fp32: bool) -> Path:
+    """``config.json`` + ``model.safetensors`` for vLLM 0.23 (``vllm.LLM(model=out_dir)``).
+
+    Weights in ``dtype`` (vLLM runs the model in the checkpoint's dtype), except the LM head, kept in
+    fp32 when ``head_fp32`` so vLLM's fp32 head (report section 3.2) computes with the trainer's
+    exact weights instead of their bf16 rounding. Raises ``ValueError`` for what vLLM cannot load.
+    """
+    cfg: M1Config = model.config
+    if cfg.num_local_experts < 2:
+        raise ValueError(
+            f"num_local_experts={cfg.num_local_experts}: vLLM 0.23 builds a dense MLP for one expert and then "
+            "fails on the expert weights (KeyError: ...block_sparse_moe.experts.w13_weight); export >= 2 experts"
+        )
+    if cfg.tie_word_embeddings:
+        raise ValueError("tie_word_embeddings=True: vLLM 0.23's MiniMax model always loads its own lm_head.weight")
+    state = {k: v.detach().to(torch.float32 if head_fp32 and k == "lm_head.weight" else dtype).contiguous().cpu()
+             for k, v in model.state_dict().items()}
+    expected = vllm_weight_names(cfg)
+    if set(state) != expected:
+        raise KeyError(f"export names differ from vLLM 0.23's: missing {sorted(expected - set(state))[:5]}, "
+                       f"unexpected {sorted(set(state) - expected)[:5]}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hf = cfg.to_hf_dict()
+    hf["dtype"] = str(dtype).removeprefix("torch.")
+    (out / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+    save_file(state, str(out / WEIGHTS), metadata={"format": "pt"})
+    return out
