@@ -13,6 +13,13 @@ The log-probability returned for each token is that of the temperature-scaled di
 reproduces (at temperature 1), so the importance ratio of CISPO compares like with like.
 Temperature 0 is greedy decoding, with the log-probability of the untempered distribution.
 
+Decoding modes (``TorchEngine(model, decode=...)``): ``eager`` runs the model's own forward one
+token at a time, dropping finished rows from the cache. ``static`` (``M1ForCausalLM`` only) decodes
+over preallocated buffers (``StaticDecoder``: the lightning states, a softmax KV cache sized for the
+whole reply, a dense top-k MoE), so a step has fixed shapes and no host synchronisation; ``graph`` is
+``static`` with the step captured once as a CUDA graph and replayed (the decode step of a small
+model is launch overhead, not arithmetic). ``auto``: ``graph`` for M1 on a GPU, else ``eager``.
+
 Finish reasons: ``eos`` (a stop token was sampled; it is kept in the output), ``repetition`` (the
 report's early truncation, section 3.2: ``repetition_n`` consecutive tokens each with probability
 above ``repetition_p``; the N-th such token is the last one kept) and ``length``.
@@ -26,8 +33,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from model.config import LINEAR
 from model.logprobs import hf_base_model, padded_positions
-from model.modeling import M1ForCausalLM
+from model.modeling import M1Cache, M1ForCausalLM, SparseMoE, apply_rope
+
+DECODE_MODES = ("auto", "eager", "static", "graph")
 
 
 @dataclass
@@ -83,13 +93,130 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
     return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
 
 
+def dense_moe(moe: SparseMoE, x: torch.Tensor) -> torch.Tensor:
+    """``SparseMoE.forward`` without data-dependent shapes: every expert runs on every row and
+    unselected rows get weight 0, accumulated in the same expert order (same sums, up to GEMM
+    rounding). x [N, d] -> [N, d]."""
+    probs = torch.softmax(moe.gate(x).float(), dim=-1)  # [N, E]
+    top_w, top_i = torch.topk(probs, moe.cfg.num_experts_per_tok, dim=-1)
+    weights = torch.zeros_like(probs).scatter(1, top_i, top_w / top_w.sum(-1, keepdim=True))  # [N, E]
+    out = torch.zeros_like(x)
+    for e, expert in enumerate(moe.experts):
+        out += (expert(x) * weights[:, e, None]).to(out.dtype)
+    return out
+
+
+class StaticDecoder:
+    """One-token decode steps of ``M1ForCausalLM`` for a fixed batch over preallocated buffers.
+
+    Built from the prefill's ``M1Cache``: lightning states [B, H, Dk, Dv] fp32 are copied, each
+    softmax layer's keys and values go into [B, Hkv, S + max_new_tokens, D] buffers, and the write
+    position, RoPE positions and key mask live on the device, so a step (``step(tok) -> logits
+    [B, V]`` fp32) changes no shape and reads nothing back. With ``graph`` (CUDA only) the step is
+    captured once as a CUDA graph and replayed. Finished rows keep decoding; the caller ignores them.
+    """
+
+    def __init__(self, model: M1ForCausalLM, cache: M1Cache, max_new_tokens: int, *, graph: bool) -> None:
+        self.model, cfg = model, model.config
+        B, S = cache.key_mask.shape
+        width = S + max_new_tokens
+        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.states: dict[int, torch.Tensor] = {}
+        for i, (layer, past) in enumerate(zip(model.model.layers, cache.layers)):
+            if layer.kind == LINEAR:
+                self.states[i] = past.clone()
+            else:
+                k, v = past  # [B, Hkv, S, D]
+                self.kv[i] = tuple(t.new_zeros(B, t.shape[1], width, t.shape[3]) for t in (k, v))
+                self.kv[i][0][:, :, :S], self.kv[i][1][:, :, :S] = k, v
+        dev = cache.key_mask.device
+        self.key_mask = torch.zeros(B, width, dtype=torch.bool, device=dev)
+        self.key_mask[:, :S] = cache.key_mask
+        self.pos = cache.next_pos.clone()  # [B] RoPE position of the token being fed
+        self.t = torch.full((1,), S, dtype=torch.long, device=dev)  # its column in the KV buffers
+        self.tok = torch.zeros(B, dtype=torch.long, device=dev)
+        # modeling.rope_cos_sin's frequencies, made once: the step may not copy from the host
+        rd = cfg.rotary_dim
+        self.inv_freq = (1.0 / (cfg.rope_theta ** (torch.arange(0, rd, 2, dtype=torch.float) / rd))).to(dev)
+        self.logits: torch.Tensor | None = None
+        self.graph = None
+        if graph:
+            self._capture()
+
+    def _mutable(self) -> list[torch.Tensor]:
+        return [*self.states.values(), *(t for kv in self.kv.values() for t in kv), self.key_mask, self.pos, self.t]
+
+    def _capture(self) -> None:
+        saved = [t.clone() for t in self._mutable()]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up: kernel compilation and library handles stay out of the graph
+            for _ in range(2):
+                self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        for t, snap in zip(self._mutable(), saved):
+            t.copy_(snap)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._step()
+
+    def step(self, tok: torch.Tensor) -> torch.Tensor:
+        """Feed tok [B]; returns the next token's fp32 logits [B, V] (a buffer the next step overwrites)."""
+        self.tok.copy_(tok)
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._step()
+        return self.logits
+
+    def _step(self) -> None:
+        m, cfg = self.model.model, self.model.config
+        x = m.embed_tokens(self.tok)[:, None]  # [B, 1, d]
+        self.key_mask.index_fill_(1, self.t, True)
+        freqs = self.pos[:, None, None].float() * self.inv_freq  # [B, 1, rd/2]
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, 1, rd]
+        rope = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        for i, layer in enumerate(m.layers):  # DecoderLayer.forward with the static attention and MoE
+            h = layer.input_layernorm(x)
+            if layer.kind == LINEAR:
+                a, state = layer.self_attn(h, None, self.states[i], True)
+                self.states[i].copy_(state)
+            else:
+                a = self._softmax_attention(layer.self_attn, h, rope, i)
+            x = layer.alpha * h + layer.beta * a
+            h = layer.post_attention_layernorm(x)
+            x = layer.mlp_alpha * h + layer.mlp_beta * dense_moe(layer.block_sparse_moe, h[:, 0])[:, None]
+        self.logits = self.model.head_logits(m.norm(x)[:, 0]).float()
+        self.t += 1
+        self.pos += 1
+
+    def _softmax_attention(self, attn, h: torch.Tensor, rope, i: int) -> torch.Tensor:
+        B, D = h.shape[0], self.model.config.head_dim
+        q = attn.q_proj(h).view(B, 1, -1, D).transpose(1, 2)  # [B, H, 1, D]
+        k = attn.k_proj(h).view(B, 1, -1, D).transpose(1, 2)  # [B, Hkv, 1, D]
+        v = attn.v_proj(h).view(B, 1, -1, D).transpose(1, 2)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        keys, values = self.kv[i]
+        keys.index_copy_(2, self.t, k)
+        values.index_copy_(2, self.t, v)
+        o = F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=self.key_mask[:, None, None, :], scale=D**-0.5, enable_gqa=True
+        )  # [B, H, 1, D]
+        return attn.o_proj(o.transpose(1, 2).reshape(B, 1, -1))
+
+
 class TorchEngine:
     """Batched generation with a cache, for ``M1ForCausalLM`` or a Hugging Face causal LM."""
 
-    def __init__(self, model, *, pad_token_id: int = 0) -> None:
+    def __init__(self, model, *, pad_token_id: int = 0, decode: str = "auto") -> None:
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode={decode!r}: expected one of {DECODE_MODES}")
         self.model = model
         self.pad_token_id = pad_token_id
         self.native = isinstance(model, M1ForCausalLM)
+        if decode in ("static", "graph") and not self.native:
+            raise ValueError(f"decode={decode!r} needs M1ForCausalLM, got {type(model).__name__}")
+        self.decode = decode
         if not self.native:
             params = inspect.signature(hf_base_model(model).forward).parameters
             # transformers 5.x renames past_key_values to cache (the GPU image has an older 5.x)
@@ -152,6 +279,12 @@ class TorchEngine:
         stop = set(params.stop_token_ids)
         threshold = torch.tensor(params.repetition_p).log().item() if params.repetition_p > 0 else -float("inf")
         logits, cache = self._forward(ids, mask, mask, None)
+        mode = self.decode
+        if mode == "auto":
+            mode = "graph" if self.native and ids.is_cuda else "eager"
+        static = None
+        if mode != "eager" and params.max_new_tokens > 1:
+            static = StaticDecoder(self.model, cache, params.max_new_tokens, graph=mode == "graph")
         rows = list(range(B))  # original index of each row still in the batch
         ones = mask.new_ones(B, 1)
         for _ in range(params.max_new_tokens):
@@ -174,6 +307,9 @@ class TorchEngine:
                     keep.append(j)
             if not keep:
                 break
+            if static is not None:
+                logits = static.step(tok)
+                continue
             if len(keep) < len(rows):
                 idx = torch.tensor(keep, device=tok.device)
                 selected = self._select(cache, idx)
