@@ -59,6 +59,20 @@ class TaskWeight(Params):
 
 
 @dataclass
+class VLLMParams(Params):
+    """``rl.vllm``: the vLLM rollout engine (``rl.rollout_engine: vllm``; GPU only, the gpu extra)."""
+
+    SECTION: ClassVar[str] = "rl.vllm"
+    gpu_memory_utilization: float = param(0.3, gt=0.0, le=1.0, help="share of the GPU vLLM takes (weights, KV "
+                                                                     "cache, lightning states); the trainer has the rest")
+    max_model_len: int = param(4096, ge=16, help="longest prompt + reply vLLM serves (sizes its KV cache)")
+    max_num_seqs: int = param(256, ge=1, help="sequences vLLM decodes at once")
+    cuda_graphs: bool = param(True, help="replay decode steps as CUDA graphs; false = eager (debugging)")
+    prefill: str = param("m1", choices=("m1", "vllm"), help="lightning prefill kernel: m1 = the trainer's "
+                                                             "(any head dim), vllm = vLLM's (head_dim % 64 == 0)")
+
+
+@dataclass
 class RLParams(Params):
     """``rl``: CISPO (or GRPO / DAPO) on verifiable tasks."""
 
@@ -101,6 +115,7 @@ class RLParams(Params):
                               help="torch | deepspeed (ZeRO; launch one process per rank)")
     zero_stage: int = param(2, choices=(0, 1, 2), help="DeepSpeed ZeRO stage (3 shards the weights generation needs)")
     rollout_engine: str = param("torch", choices=("torch", "vllm"), help="torch | vllm (GPU only, the gpu extra)")
+    vllm: VLLMParams = param(default_factory=VLLMParams, help="the vLLM engine's settings")
     experiment: str = param("m1-rl", help="MLflow experiment")
     run_name: str = param("", help="MLflow run name; empty = <algorithm>-seed<seed>")
     algorithms: Algorithms = param(default_factory=Algorithms, help="each objective's settings, by name")

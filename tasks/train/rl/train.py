@@ -193,7 +193,7 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, out_dir: str | Path, envs: E
         out, experiment=cfg.experiment, run_name=run_name, params=cfg.to_dict(),
         run_id=state["run_id"], resume_step=state["step"], enabled=trainer.is_main,
     )
-    engine = make_rollout_engine(cfg.rollout_engine, module, tok, out)
+    engine = make_rollout_engine(cfg, module, tok, out)
     params = SamplingParams(
         max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature,
