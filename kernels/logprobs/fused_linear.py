@@ -32,6 +32,10 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 FWD_CONFIG = {"BM": 128, "BN": 256, "BK": 64, "GROUP_M": 16, "num_warps": 8, "num_stages": 3}
 BWD_CONFIG = {"BM": 128, "BN": 256, "BK": 64, "GROUP_M": 16, "num_warps": 8, "num_stages": 3}
 SMALL_TILES = {"BM": 16, "BN": 32, "BK": 16, "GROUP_M": 2}
+# Shared memory the operand pipeline may take: num_stages x ([BM, BK] + [BN, BK]) tiles. An H200
+# block has 227 KiB; the rest is left to the epilogue. fp32 operands (an FP32 head upcasts the
+# states too) at the bf16 tiles asked for 262 KB and failed to launch there (LOG 2026-12-02).
+SMEM_BUDGET = 200 * 1024
 VOCAB_CHUNK = 16384  # vocabulary rows per backward chunk: [N, 16384] dz in the input dtype
 
 
@@ -134,8 +138,15 @@ def _precision(x):
     return "ieee" if x.dtype == torch.float32 else "tf32"
 
 
-def _config(base, D):
-    return base if D >= 64 else {**base, **SMALL_TILES}
+def _config(base, D, itemsize):
+    """The tiles for rows of ``D`` elements of ``itemsize`` bytes: BK halves until the operand
+    pipeline fits ``SMEM_BUDGET``."""
+    if D < 64:
+        return {**base, **SMALL_TILES}
+    cfg = dict(base)
+    while cfg["num_stages"] * (cfg["BM"] + cfg["BN"]) * cfg["BK"] * itemsize > SMEM_BUDGET and cfg["BK"] > 16:
+        cfg["BK"] //= 2
+    return cfg
 
 
 def _descriptors(hidden, weight, cfg):
@@ -146,7 +157,7 @@ def _descriptors(hidden, weight, cfg):
 def _fwd(hidden, weight, targets):
     N, D = hidden.shape
     V = weight.shape[0]
-    cfg = _config(FWD_CONFIG, D)
+    cfg = _config(FWD_CONFIG, D, hidden.element_size())
     n_m, n_n = triton.cdiv(N, cfg["BM"]), triton.cdiv(V, cfg["BN"])
     stats = hidden.new_empty(4, n_n, N, dtype=torch.float32)
     _fwd_kernel[(n_m * n_n,)](
@@ -166,7 +177,7 @@ def _fwd(hidden, weight, targets):
 def _bwd(hidden, weight, targets, lse, entropy, g_lp, g_ent, weight_needs_grad):
     N, D = hidden.shape
     V = weight.shape[0]
-    cfg = _config(BWD_CONFIG, D)
+    cfg = _config(BWD_CONFIG, D, hidden.element_size())
     h_desc, w_desc = _descriptors(hidden, weight, cfg)
     dh = torch.zeros(N, D, dtype=torch.float32, device=hidden.device)
     dw = torch.empty_like(weight) if weight_needs_grad else None

@@ -77,3 +77,14 @@ def test_rows_tma_cannot_load(poisoned):
     assert rel_err(lp, rlp) < 1e-6 and rel_err(ent, rent) < 1e-6
     with pytest.raises(ValueError, match="16 bytes"):
         fused_logprobs(h, w, t, backend="triton")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_tiles_fit_shared_memory_for_every_operand_dtype(dtype):
+    """fp32 operands at the bf16 tiles did not launch on the H200 (262 KB of shared memory): the
+    config must shrink BK for 4-byte elements and keep the tuned tiles for 2-byte ones."""
+    size = torch.tensor([], dtype=dtype).element_size()
+    for base in (fused_linear.FWD_CONFIG, fused_linear.BWD_CONFIG):
+        cfg = fused_linear._config(base, 6144, size)
+        assert cfg["num_stages"] * (cfg["BM"] + cfg["BN"]) * cfg["BK"] * size <= fused_linear.SMEM_BUDGET
+        assert cfg["BK"] == (base["BK"] if size == 2 else base["BK"] // 2)
