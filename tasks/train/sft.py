@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from tasks.config import Params, exits_cleanly, load, param, stage_parser
-from tasks.train.checkpoint import latest_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state
+from tasks.train.checkpoint import load_state, made_by, resume_from, rng_state, save_checkpoint, set_rng_state
 from tasks.train.policy import build_policy, encode_prompt, encode_reply, load_policy, resolve_device, save_policy
 from tasks.train.tracking import RunTracker
 
@@ -116,6 +116,9 @@ def _batch(examples: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Te
 def train_sft(params: SFTParams, out_dir: str | Path) -> dict[str, float]:
     """Train (or resume) into ``out_dir`` and save ``out_dir/policy``; returns the last logged metrics."""
     out = Path(out_dir)
+    # checkpoints count only if these params and inputs made them; otherwise start afresh, saying why
+    made = made_by({"sft": params}, {"init": params.init, "data": params.data})
+    last = resume_from(out / "checkpoints", made)
     torch.manual_seed(params.seed)
     pairs = sft_pairs(params)
     if params.init:
@@ -123,7 +126,7 @@ def train_sft(params: SFTParams, out_dir: str | Path) -> dict[str, float]:
     else:
         from model.tokenizer import load_tokenizer, train_tokenizer
 
-        if (out / "tokenizer" / "tokenizer.json").exists():  # a resumed run keeps the tokenizer it made
+        if last is not None and (out / "tokenizer" / "tokenizer.json").exists():  # a resumed run keeps its tokenizer
             tok = load_tokenizer(out / "tokenizer")
         else:
             tok = train_tokenizer((q + " " + r for q, r in pairs), params.vocab_size, out / "tokenizer")
@@ -139,7 +142,6 @@ def train_sft(params: SFTParams, out_dir: str | Path) -> dict[str, float]:
 
     rng = random.Random(params.seed)
     state: dict[str, Any] = {"step": 0, "order": [], "losses": [], "run_id": None}
-    last = latest_checkpoint(out / "checkpoints")
     if last is not None:
         model.load_state_dict(torch.load(last / "model.pt", weights_only=True))
         opt.load_state_dict(torch.load(last / "optimizer.pt", weights_only=True))
@@ -152,7 +154,7 @@ def train_sft(params: SFTParams, out_dir: str | Path) -> dict[str, float]:
         torch.save(opt.state_dict(), path / "optimizer.pt")
 
     tracker = RunTracker(out, experiment=params.experiment, run_name=f"sft-{params.task}", params=params.to_dict(),
-                         run_id=state["run_id"], resume_step=state["step"])
+                         made=made, run_id=state["run_id"], resume_step=state["step"])
     model.train()
     order, losses = state["order"], state["losses"]
     metrics: dict[str, float] = {}
@@ -179,7 +181,7 @@ def train_sft(params: SFTParams, out_dir: str | Path) -> dict[str, float]:
         if (step + 1) % params.checkpoint_every == 0 or step + 1 == params.steps:
             state = {"step": step + 1, "order": order, "losses": losses, "run_id": tracker.run_id,
                      "rng": rng_state(), "data_rng": rng.getstate()}
-            save_checkpoint(out / "checkpoints", step + 1, state, write_trainer, keep=params.keep_checkpoints)
+            save_checkpoint(out / "checkpoints", step + 1, state, write_trainer, made=made, keep=params.keep_checkpoints)
     save_policy(model, tok, out / "policy")
     tracker.close()
     return metrics

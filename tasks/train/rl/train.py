@@ -23,7 +23,7 @@ from tqdm import tqdm
 from tasks.config import exits_cleanly, load, stage_parser
 from tasks.envs.params import EnvParams
 from tasks.envs.registry import get_tasks
-from tasks.train.checkpoint import latest_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state
+from tasks.train.checkpoint import latest_checkpoint, load_state, made_by, resume_from, rng_state, save_checkpoint, set_rng_state
 from tasks.train.rl.advantages import group_advantages
 from tasks.train.rl.config import RLParams
 from tasks.train.rl.engines import make_rollout_engine, make_trainer
@@ -182,7 +182,12 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, out_dir: str | Path, envs: E
     cfg.check_world(trainer.world_size)
     per_rank = cfg.prompts_per_step // trainer.world_size
     state = {"step": 0, "cursor": 0, "run_id": None}
-    last = latest_checkpoint(out / "checkpoints")
+    # checkpoints count only if these params and this base policy made them; otherwise start afresh, saying why
+    made = made_by({"rl": cfg, "envs": envs}, {"policy": policy_dir})
+    last = resume_from(out / "checkpoints", made) if trainer.is_main else None
+    trainer.barrier()
+    if not trainer.is_main:
+        last = latest_checkpoint(out / "checkpoints")
     if last is not None:
         trainer.load(last)
         state = load_state(last)
@@ -191,7 +196,7 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, out_dir: str | Path, envs: E
     run_name = cfg.run_name or f"{cfg.algorithm}-seed{cfg.seed}"
     tracker = RunTracker(
         out, experiment=cfg.experiment, run_name=run_name, params=cfg.to_dict(),
-        run_id=state["run_id"], resume_step=state["step"], enabled=trainer.is_main,
+        made=made, run_id=state["run_id"], resume_step=state["step"], enabled=trainer.is_main,
     )
     engine = make_rollout_engine(cfg, module, tok, out)
     params = SamplingParams(
@@ -285,7 +290,7 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, out_dir: str | Path, envs: E
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             state.update(rng=rng_state(), run_id=tracker.run_id)
             save_checkpoint(
-                out / "checkpoints", step + 1, dict(state), trainer.save,
+                out / "checkpoints", step + 1, dict(state), trainer.save, made=made,
                 keep=cfg.keep_checkpoints, is_main=trainer.is_main, barrier=trainer.barrier,
             )
 
