@@ -48,7 +48,7 @@ def test_params_objects_validate_when_made_in_code():
     from tasks.train.rl.config import RLParams
 
     with pytest.raises(ParamsError, match=r"^rl.updates_per_batch = 3: allowed: a divisor of "
-                                          r"prompts_per_step \* samples_per_prompt = 128$"):
+                                          r"prompts_per_step = 16 \(minibatches hold whole groups\)$"):
         RLParams(updates_per_batch=3)
     with pytest.raises(ParamsError, match=r"^rl.tasks.arithmetic.difficulty: missing"):
         RLParams.from_mapping({"tasks": {"arithmetic": {"weight": 1.0}}})

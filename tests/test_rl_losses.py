@@ -14,7 +14,7 @@ import torch
 
 from tasks.train.rl.advantages import group_advantages
 from tasks.train.rl.losses import policy_loss
-from tasks.train.rl.sampling import GroupBatch, informative_groups, overlong_penalty
+from tasks.train.rl.sampling import GroupBatch, group_minibatches, informative_groups, overlong_penalty
 
 RATIO = torch.tensor([[1.5, 1.0, 0.5], [1.1, 0.7, 2.0]], dtype=torch.float64)
 LOGP = torch.tensor([[-1.0, -0.5, -2.0], [-0.2, -1.5, -3.0]], dtype=torch.float64)
@@ -138,3 +138,22 @@ def test_dynamic_sampling_and_overlong_penalty():
     pen = overlong_penalty(torch.tensor([10, 15, 17, 20, 25]), max_len=20, buffer=5, factor=1.0)
     torch.testing.assert_close(pen, torch.tensor([0.0, 0.0, -0.4, -1.0, -1.0]))
     assert overlong_penalty(torch.tensor([20]), max_len=20, buffer=0, factor=1.0).item() == 0.0
+
+
+def test_minibatches_keep_prompt_groups_whole():
+    # 8 groups of 4 replies with 0/1 rewards, cut into 4 minibatches: each holds 2 whole groups, so its
+    # advantages sum to 0; cutting the 32 sequences at random instead leaves sums far from 0
+    rewards = (torch.rand(8, 4, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    adv = group_advantages(rewards).reshape(-1)  # [32], group j = sequences 4j .. 4j + 3
+    batches = group_minibatches(8, 4, 4, torch.Generator().manual_seed(1))
+    assert sorted(torch.cat(batches).tolist()) == list(range(32))
+    for idx in batches:
+        groups = idx.view(-1, 4) // 4  # [2, 4]: the group of each sequence, one row per group held
+        assert (groups == groups[:, :1]).all() and len(set(groups[:, 0].tolist())) == 2
+        assert abs(adv[idx].sum().item()) < 1e-5
+    assert adv.abs().sum() > 0
+    split = torch.randperm(32, generator=torch.Generator().manual_seed(1)).tensor_split(4)
+    assert max(abs(adv[idx].sum().item()) for idx in split) > 1.0
+    assert [b.tolist() for b in batches] == [b.tolist() for b in group_minibatches(8, 4, 4, torch.Generator().manual_seed(1))]
+    with pytest.raises(ValueError, match="6 prompt groups do not split into 4 minibatches"):
+        group_minibatches(6, 4, 4, torch.Generator())

@@ -1,5 +1,7 @@
 """The RL driver end to end on a tiny HF Llama: metrics, MLflow, checkpoints, a real kill and
-resume that reproduces an uninterrupted run, and DeepSpeed ZeRO over two gloo processes on CPU."""
+resume that reproduces an uninterrupted run, and DeepSpeed ZeRO over two gloo processes on CPU; the
+update step on our M1 model and a Llama: parameter groups with their own rates, warmup, and a first
+update whose importance ratios are exactly 1."""
 
 from __future__ import annotations
 
@@ -19,7 +21,11 @@ from tasks.config import load
 from tasks.envs.params import EnvParams
 from tasks.envs.registry import get_tasks
 from tasks.train.checkpoint import latest_checkpoint, load_state
-from tasks.train.rl.train import PARAMS, freeze_body, pack, probability_health, train_rl
+from tasks.train.rl.advantages import group_advantages
+from tasks.train.rl.config import RLParams
+from tasks.train.rl.engines import make_trainer, param_groups
+from tasks.train.rl.sampling import group_minibatches
+from tasks.train.rl.train import PARAMS, old_policy_logprobs, pack, probability_health, train_rl, update_policy
 from tasks.train.sft import SFTParams, train_sft
 from tasks.train.tracking import RunTracker, read_metrics
 
@@ -27,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LLAMA = {"arch": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
          "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 128}
 RL = {
-    "prompts_per_step": 2, "samples_per_prompt": 4, "updates_per_batch": 4, "lr": 1e-3,
+    "prompts_per_step": 2, "samples_per_prompt": 4, "updates_per_batch": 2, "lr": 1e-4, "lr_head": 1e-3,
+    "warmup_updates": 2,
     "max_new_tokens": 16, "overlong_buffer": 12, "max_sampling_rounds": 2,
     "tasks": {"arithmetic": {"difficulty": 1}}, "eval_every": 2, "eval_prompts": 4, "eval_samples": 1,
     "checkpoint_every": 1, "keep_checkpoints": 2,
@@ -82,15 +89,79 @@ def test_get_tasks_uses_the_task_registry():
         get_tasks(["nope"], where="rl.tasks")
 
 
-def test_freeze_body_keeps_only_head_and_final_norm():
+def _llama(vocab: int = 50):
     import transformers
 
-    cfg = transformers.LlamaConfig(vocab_size=50, **{k: v for k, v in LLAMA.items() if k != "arch"})
-    model = transformers.LlamaForCausalLM(cfg)
-    # lm_head [50, 32] + final RMSNorm [32]
-    assert freeze_body(model) == 50 * 32 + 32
-    trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
-    assert trainable == ["lm_head.weight", "model.norm.weight"]
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(vocab_size=vocab, **{k: v for k, v in LLAMA.items() if k != "arch"}))
+
+
+def _m1(vocab: int = 50):
+    from model import M1Config, M1ForCausalLM
+
+    torch.manual_seed(0)
+    return M1ForCausalLM(M1Config.preset("tiny", vocab_size=vocab))
+
+
+def _batch(vocab: int, groups: int = 4, size: int = 4) -> tuple[dict, torch.Tensor]:
+    """Random prompts and replies of uneven lengths, every group with a correct and a wrong reply."""
+    g = torch.Generator().manual_seed(0)
+    rand = lambda n: torch.randint(3, vocab, (n,), generator=g).tolist()  # noqa: E731
+    batch = [{"prompt": rand(5 + j), "responses": [rand(3 + (j + i) % 5) for i in range(size)],
+              "logprobs": [[0.0] * (3 + (j + i) % 5) for i in range(size)]} for j in range(groups)]
+    rewards = torch.tensor([[1.0] + [float(i == j % size) for i in range(1, size)] for j in range(groups)])
+    return pack(batch, pad_id=0), group_advantages(rewards).reshape(-1)
+
+
+@pytest.mark.parametrize("build", [_m1, _llama], ids=["m1", "llama"])
+def test_param_groups_get_their_rates(build):
+    model = build()
+    head = {"lm_head.weight", "model.norm.weight"}
+    groups = param_groups(model, lr=1e-4, lr_head=1e-2)
+    named = {id(p): n for n, p in model.named_parameters()}
+    assert [g["name"] for g in groups] == ["head", "body"]
+    assert {named[id(p)] for p in groups[0]["params"]} == head
+    assert {named[id(p)] for p in groups[1]["params"]} == set(named.values()) - head
+    # lr 0 freezes a group: out of the optimizer, no gradient
+    frozen = param_groups(build(), lr=0.0, lr_head=1e-3)
+    assert [g["name"] for g in frozen] == ["head"]
+
+    cfg = RLParams(lr=1e-4, lr_head=1e-2, warmup_updates=4, prompts_per_step=4, samples_per_prompt=4,
+                   updates_per_batch=4)
+    trainer = make_trainer(model, cfg, micro_batch=4)
+    assert trainer.rates() == pytest.approx({"head": 1e-2 / 4, "body": 1e-4 / 4})
+    data, _ = _batch(50)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    from model.logprobs import token_logprobs
+
+    lp, _ = token_logprobs(model, data["ids"], data["attn"])
+    trainer.step(-(lp * data["mask"]).sum() / data["mask"].sum())
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    # AdamW's first update with eps 1e-15 is -rate * sign(g) on every weight, at the warmed-up rate
+    # (up to fp32 rounding of weights near 1: an ulp there is 1.2e-7)
+    for n, p in model.named_parameters():
+        rate = 1e-2 / 4 if n in head else 1e-4 / 4
+        torch.testing.assert_close(p.detach() - before[n], -rate * grads[n].sign(), rtol=1e-4, atol=1.5e-7)
+    for _ in range(5):
+        trainer.step(-(token_logprobs(model, data["ids"], data["attn"])[0] * data["mask"]).sum() / data["mask"].sum())
+    assert trainer.rates() == pytest.approx({"head": 1e-2, "body": 1e-4})
+
+
+@pytest.mark.parametrize("build", [_m1, _llama], ids=["m1", "llama"])
+def test_first_update_has_importance_ratios_of_exactly_one(build):
+    model = build()
+    data, adv = _batch(50)
+    cfg = RLParams(lr=1e-3, lr_head=1e-2, warmup_updates=0, prompts_per_step=4, samples_per_prompt=4,
+                   updates_per_batch=4)
+    trainer = make_trainer(model, cfg, micro_batch=4)
+    minibatches = group_minibatches(4, 4, 4, torch.Generator().manual_seed(0))
+    model.train()
+    old, _ = old_policy_logprobs(model, data, minibatches)
+    upd = update_policy(trainer, cfg, data, adv, old, minibatches)
+    assert upd["skipped"] == [0.0] * 4
+    assert upd["is_weight_mean"][0] == 1.0 and upd["clip_fraction"][0] == 0.0  # on-policy: r = 1 exactly
+    assert all(r != 1.0 for r in upd["is_weight_mean"][1:])  # later updates are off-policy
 
 
 def test_tracker_without_mlflow(tmp_path, monkeypatch):
@@ -128,6 +199,10 @@ def test_kill_and_resume_reproduces_uninterrupted_run(setup, tmp_path):
     steps = 6
     _run(root, params, tmp_path / "whole", "algorithm=grpo", f"steps={steps}")
     whole = read_metrics(tmp_path / "whole")
+    # the report's GRPO baseline: one sampling round (no dynamic sampling), reward = task score (no
+    # overlong penalty, though most replies here run into rl.overlong_buffer)
+    assert all(r["rollout/rounds"] == 1 and r["rollout/dropped_groups"] == 0 for r in whole[1:])
+    assert all(r["reward/mean"] == r["accuracy/mean"] for r in whole[1:])
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_cli(root, params, killed, steps, "algorithm=grpo"), cwd=ROOT,
@@ -160,7 +235,8 @@ def test_deepspeed_zero2_two_gloo_processes(setup, tmp_path):
         env = {**os.environ, "DS_ACCELERATOR": "cpu", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
         log = open(tmp_path / f"rank{rank}.log", "w")
-        procs.append(subprocess.Popen(_cli(root, params, tmp_path / "ds", 2, "train_engine=deepspeed"), cwd=ROOT,
+        procs.append(subprocess.Popen(_cli(root, params, tmp_path / "ds", 2, "train_engine=deepspeed",
+                                           "updates_per_batch=1"), cwd=ROOT,
                                       env=env, stdout=log, stderr=subprocess.STDOUT))
     try:
         codes = [p.wait(timeout=300) for p in procs]
@@ -174,6 +250,7 @@ def test_deepspeed_zero2_two_gloo_processes(setup, tmp_path):
     assert "shm_comm_op built" not in logs  # gloo only: no C++ extension compiled
     rows = read_metrics(tmp_path / "ds")
     assert [r["step"] for r in rows] == [0, 1, 2]
+    assert (rows[1]["train/lr_head"], rows[1]["train/lr_body"]) == pytest.approx((1e-3 / 2, 1e-4 / 2))  # warmup
     assert all(r["train/grad_norm"] >= 0 for r in rows[1:] if not r["train/skipped"])
     ckpt = latest_checkpoint(tmp_path / "ds" / "checkpoints")
     assert ckpt.name == "step_000002" and (ckpt / "ds").is_dir()

@@ -1,8 +1,11 @@
 """``rl``: the RL stage's settings (report section 3), one dataclass per concern of the section.
 
 Batch units: ``prompts_per_step`` prompts per generation batch, global across data-parallel ranks;
-``samples_per_prompt`` responses each (G); the batch's ``prompts_per_step * samples_per_prompt``
-sequences are split into ``updates_per_batch`` minibatches, one optimizer step each.
+``samples_per_prompt`` responses each (G); the batch's prompt groups are split into
+``updates_per_batch`` minibatches of whole groups, one optimizer step each, so every minibatch's
+advantages sum to zero. Learning rates are AdamW's step sizes per optimizer update (peak, reached
+after ``warmup_updates`` updates), one per parameter group: ``lr_head`` for the output head and the
+final norm, ``lr`` for every other weight.
 
 The objective's own settings (clip range, normalization, DAPO's sampling tricks) live per algorithm
 under ``rl.algorithms.<name>``; ``rl.algorithm`` picks one and ``RLParams.algo`` is its entry.
@@ -82,16 +85,19 @@ class RLParams(Params):
     steps: int = param(40, ge=1, help="generation batches (about 5 min on 2 CPU cores, tiny preset)")
     prompts_per_step: int = param(16, ge=1, help="prompts per generation batch, global across ranks")
     samples_per_prompt: int = param(8, ge=2, help="responses per prompt (the group G)")
-    updates_per_batch: int = param(4, ge=1, help="minibatches per generation batch, one optimizer step each (the "
-                                                 "report uses 16 off-policy updates)")
-    lr: float = param(1e-3, gt=0.0, help="learning rate (tiny preset, head only; LOG.md rl)")
+    updates_per_batch: int = param(4, ge=1, help="minibatches of whole prompt groups per generation batch, one "
+                                                 "optimizer update each (the report uses 16 off-policy updates)")
+    lr: float = param(1e-6, ge=0.0, help="AdamW peak rate of every weight outside the head group; 0 freezes them "
+                                         "(the tiny preset's body tolerates about 1e-6; LOG.md rl, issue 12)")
+    lr_head: float = param(1e-3, ge=0.0, help="AdamW peak rate of the head group: the output head "
+                                              "(get_output_embeddings) and the final norm; 0 freezes them")
+    warmup_updates: int = param(10, ge=0, help="optimizer updates of linear warmup to the peak rates: with eps "
+                                               "1e-15 an un-warmed first update is lr * sign(g) on every weight")
     betas: tuple[float, float] = param((0.9, 0.95), ge=0.0, lt=1.0, help="AdamW betas (report section 3.2; VeRL's "
                                                                          "0.9/0.999 with eps 1e-8 diverged)")
     adam_eps: float = param(1e-15, gt=0.0, help="AdamW eps (report section 3.2)")
     weight_decay: float = param(0.0, ge=0.0, help="AdamW weight decay")
     grad_clip: float = param(1.0, gt=0.0, help="gradient-norm clip")
-    trainable: str = param("head", choices=("all", "head"),
-                           help="all | head (output head + final norm only; the tiny preset learns only so, LOG.md rl)")
     max_new_tokens: int = param(48, ge=1, help="rollout reply budget")
     temperature: float = param(1.0, gt=0.0, help="rollout sampling temperature")
     top_p: float = param(1.0, gt=0.0, le=1.0, help="rollout nucleus sampling")
@@ -121,10 +127,11 @@ class RLParams(Params):
     algorithms: Algorithms = param(default_factory=Algorithms, help="each objective's settings, by name")
 
     def check(self) -> None:
-        sequences = self.prompts_per_step * self.samples_per_prompt
-        if sequences % self.updates_per_batch:
+        if self.prompts_per_step % self.updates_per_batch:
             raise self.fail("updates_per_batch", self.updates_per_batch,
-                            f"a divisor of prompts_per_step * samples_per_prompt = {sequences}")
+                            f"a divisor of prompts_per_step = {self.prompts_per_step} (minibatches hold whole groups)")
+        if self.lr == 0 and self.lr_head == 0:
+            raise self.fail("lr", self.lr, "a number > 0 where lr_head is 0 (nothing would train)")
         if self.overlong_buffer > self.max_new_tokens:
             raise self.fail("overlong_buffer", self.overlong_buffer, f"an integer <= max_new_tokens ({self.max_new_tokens})")
         if not self.tasks:
@@ -139,8 +146,8 @@ class RLParams(Params):
         """Data parallelism splits the prompts: each rank takes ``prompts_per_step / world_size``."""
         if self.prompts_per_step % world_size:
             raise ValueError(f"rl.prompts_per_step ({self.prompts_per_step}) must divide by world size {world_size}")
-        per_rank = self.prompts_per_step // world_size * self.samples_per_prompt
+        per_rank = self.prompts_per_step // world_size
         if per_rank % self.updates_per_batch:
             raise ValueError(
-                f"rl: {per_rank} sequences per rank must divide into updates_per_batch = {self.updates_per_batch}"
+                f"rl: {per_rank} prompt groups per rank must divide into updates_per_batch = {self.updates_per_batch}"
             )

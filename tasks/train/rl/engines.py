@@ -2,8 +2,10 @@
 
 Parallelism is applied here, from outside the model, and nowhere else: the model stays
 single-device. Every trainer exposes the same small surface to the driver: ``module``, ``step(loss)
--> grad norm``, ``save(dir)`` / ``load(dir)``, and the few collectives the loop needs (``barrier``,
-``all_true``, ``mean``), which are no-ops in one process.
+-> grad norm``, ``rates()`` (each parameter group's current learning rate), ``save(dir)`` /
+``load(dir)``, and the few collectives the loop needs (``barrier``, ``all_true``, ``mean``), which
+are no-ops in one process. Both trainers optimize the same parameter groups (``param_groups``) under
+the same linear warmup (``warmup_schedule``).
 """
 
 from __future__ import annotations
@@ -16,31 +18,77 @@ from pathlib import Path
 import torch
 
 
+def head_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The head group: the output head (``get_output_embeddings()``; input embeddings tied to it come
+    along) and the final norm ``model.norm`` where the model has one (M1, Llama, Qwen2, MiniMax)."""
+    head = list(model.get_output_embeddings().parameters())
+    norm = getattr(getattr(model, "model", None), "norm", None)
+    if norm is not None:
+        head += list(norm.parameters())
+    return head
+
+
+def param_groups(model: torch.nn.Module, *, lr: float, lr_head: float) -> list[dict]:
+    """AdamW parameter groups ``{"name", "params", "lr"}``: ``head`` (``head_parameters``) at
+    ``lr_head`` and ``body`` (every other weight) at ``lr``. A group whose rate is 0 is frozen
+    (``requires_grad`` off, left out of the optimizer), so backward does not reach it."""
+    head_ids = {id(p) for p in head_parameters(model)}
+    params = {"head": [], "body": []}
+    for p in model.parameters():
+        params["head" if id(p) in head_ids else "body"].append(p)
+    groups = []
+    for name, rate in (("head", lr_head), ("body", lr)):
+        for p in params[name]:
+            p.requires_grad_(rate > 0)
+        if rate > 0 and params[name]:
+            groups.append({"name": name, "params": params[name], "lr": rate})
+    if not groups:
+        raise ValueError("rl: no parameter group has a learning rate > 0")
+    return groups
+
+
+def warmup_schedule(optimizer: torch.optim.Optimizer, updates: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup: update k (from 0) runs at ``(k + 1) / updates`` of each group's peak rate, the
+    peak from update ``updates - 1`` on; ``updates = 0`` starts at the peak."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / updates) if updates > 0 else 1.0)
+
+
 class TorchTrainer:
-    """One process: AdamW (the report's betas and eps) with gradient-norm clipping."""
+    """One process: AdamW (the report's betas and eps) over parameter groups, linear warmup,
+    gradient-norm clipping."""
 
     rank, world_size, is_main = 0, 1, True
 
-    def __init__(self, model: torch.nn.Module, *, lr: float, betas, adam_eps: float, weight_decay: float, grad_clip: float):
+    def __init__(self, model: torch.nn.Module, *, groups: list[dict], warmup_updates: int, betas, adam_eps: float,
+                 weight_decay: float, grad_clip: float):
         self.module = model
         self.grad_clip = grad_clip
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(betas), eps=adam_eps, weight_decay=weight_decay)
+        self.optimizer = torch.optim.AdamW(groups, betas=tuple(betas), eps=adam_eps, weight_decay=weight_decay)
+        self.scheduler = warmup_schedule(self.optimizer, warmup_updates)
 
     def step(self, loss: torch.Tensor) -> float:
-        """Backward, clip, step; returns the gradient norm before clipping."""
+        """Backward, clip, step, advance the warmup; returns the gradient norm before clipping."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
+        trained = [p for g in self.optimizer.param_groups for p in g["params"]]
+        norm = torch.nn.utils.clip_grad_norm_(trained, self.grad_clip)
         self.optimizer.step()
+        self.scheduler.step()
         return float(norm)
+
+    def rates(self) -> dict[str, float]:
+        """The learning rate the next update of each parameter group will use, by group name."""
+        return {g["name"]: g["lr"] for g in self.optimizer.param_groups}
 
     def save(self, path: Path) -> None:
         torch.save(self.module.state_dict(), path / "model.pt")
         torch.save(self.optimizer.state_dict(), path / "optimizer.pt")
+        torch.save(self.scheduler.state_dict(), path / "scheduler.pt")
 
     def load(self, path: Path) -> None:
         self.module.load_state_dict(torch.load(path / "model.pt", weights_only=True))
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
 
     def barrier(self) -> None:
         pass
@@ -61,7 +109,8 @@ class DeepSpeedTrainer(TorchTrainer):
     (DeepSpeed's fused CPU Adam would compile for about a minute).
     """
 
-    def __init__(self, model, *, lr, betas, adam_eps, weight_decay, grad_clip, zero_stage: int, micro_batch: int):
+    def __init__(self, model, *, groups, warmup_updates, betas, adam_eps, weight_decay, grad_clip, zero_stage: int,
+                 micro_batch: int):
         import deepspeed
         import torch.distributed as dist
 
@@ -73,7 +122,7 @@ class DeepSpeedTrainer(TorchTrainer):
                 importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
             deepspeed.init_distributed(dist_backend="gloo" if on_cpu else "nccl")
         self._dist = dist
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(betas), eps=adam_eps, weight_decay=weight_decay)
+        optimizer = torch.optim.AdamW(groups, betas=tuple(betas), eps=adam_eps, weight_decay=weight_decay)
         config = {
             "train_micro_batch_size_per_gpu": micro_batch,
             "gradient_accumulation_steps": 1,
@@ -82,7 +131,9 @@ class DeepSpeedTrainer(TorchTrainer):
             "zero_allow_untested_optimizer": True,
             "steps_per_print": 10**9,
         }
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+        # the engine steps the schedule after each optimizer step and checkpoints it
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=config, lr_scheduler=lambda opt: warmup_schedule(opt, warmup_updates))
         self.module = self.engine.module
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.is_main = self.rank == 0
@@ -114,7 +165,9 @@ class DeepSpeedTrainer(TorchTrainer):
 
 
 def make_trainer(model: torch.nn.Module, cfg, micro_batch: int) -> TorchTrainer:
-    kw = dict(lr=cfg.lr, betas=cfg.betas, adam_eps=cfg.adam_eps, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip)
+    """The trainer ``cfg.train_engine`` names, over ``param_groups`` at ``cfg.lr`` / ``cfg.lr_head``."""
+    kw = dict(groups=param_groups(model, lr=cfg.lr, lr_head=cfg.lr_head), warmup_updates=cfg.warmup_updates,
+              betas=cfg.betas, adam_eps=cfg.adam_eps, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip)
     if cfg.train_engine == "deepspeed":
         return DeepSpeedTrainer(model, zero_stage=cfg.zero_stage, micro_batch=micro_batch, **kw)
     return TorchTrainer(model, **kw)

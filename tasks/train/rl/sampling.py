@@ -1,5 +1,5 @@
-"""DAPO's two rollout-side techniques the report keeps (section 3.1): dynamic sampling and the
-overlong length penalty (Yu et al., 2025)."""
+"""DAPO's two rollout-side techniques the report keeps (section 3.1), dynamic sampling and the
+overlong length penalty (Yu et al., 2025), and the cut of a batch into minibatches of whole groups."""
 
 from __future__ import annotations
 
@@ -66,3 +66,17 @@ class GroupBatch:
         """``(groups, filled)``: the batch, topped up to ``target`` from the reserve (``filled`` of them)."""
         filled = min(self.target - len(self.groups), len(self.reserve))
         return self.groups + self.reserve[len(self.reserve) - filled :], filled
+
+
+def group_minibatches(num_groups: int, group_size: int, updates: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Sequence indices of ``updates`` minibatches, each holding whole prompt groups in a shuffled order.
+
+    Group ``j`` is sequences ``j * group_size .. (j + 1) * group_size - 1`` (``pack``'s layout). A
+    group's advantages sum to zero, so every minibatch's do too: a minibatch that split groups would
+    push all its replies up or down together (advantage sums of +-4 in 32 replies of 8-reply groups).
+    """
+    if num_groups % updates:
+        raise ValueError(f"{num_groups} prompt groups do not split into {updates} minibatches of whole groups")
+    order = torch.randperm(num_groups, generator=generator)  # [num_groups]
+    seqs = order[:, None] * group_size + torch.arange(group_size)  # [num_groups, G]
+    return list(seqs.reshape(-1).tensor_split(updates))

@@ -6,8 +6,9 @@
 Rerunning with the same ``--output`` resumes from the last checkpoint. Each step: draw prompts,
 generate ``samples_per_prompt`` responses each with the rollout engine (keeping its log-probs), score
 them with the tasks' verifiers (plus DAPO's overlong penalty), keep informative groups (dynamic
-sampling), compute group-relative advantages, recompute the old log-probs through the training path,
-then ``updates_per_batch`` off-policy minibatch updates; log to MLflow; checkpoint.
+sampling), compute group-relative advantages, cut the groups into ``updates_per_batch`` minibatches of
+whole groups, recompute the old log-probs through the training path minibatch by minibatch, then one
+off-policy update per minibatch; log to MLflow; checkpoint.
 """
 
 from __future__ import annotations
@@ -29,23 +30,8 @@ from tasks.train.rl.config import RLParams
 from tasks.train.rl.engines import make_rollout_engine, make_trainer
 from tasks.train.rl.losses import policy_loss
 from tasks.train.policy import encode_prompt, load_policy, resolve_device, save_policy
-from tasks.train.rl.sampling import GroupBatch, overlong_penalty
+from tasks.train.rl.sampling import GroupBatch, group_minibatches, overlong_penalty
 from tasks.train.tracking import RunTracker
-
-
-def freeze_body(model: torch.nn.Module) -> int:
-    """``rl.trainable: head``: only the output head and the final norm keep gradients; returns their
-    parameter count. On the tiny preset every full-model update (Adam or SGD, any rate that moved
-    anything) lowered the log-probability of all sampled replies, correct ones included, while the
-    head alone can sharpen the digit distributions: the gap between greedy (89%) and sampled (26%)
-    accuracy is the distribution's width, which the head sets (LOG.md, rl)."""
-    keep = {id(model.get_output_embeddings().weight)}
-    norm = getattr(getattr(model, "model", None), "norm", None)
-    if norm is not None:
-        keep |= {id(p) for p in norm.parameters()}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in keep)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def seeded_generator(seed: int, device: torch.device) -> torch.Generator:
@@ -136,6 +122,51 @@ def rollout_metrics(groups: list[dict]) -> dict[str, float]:
     return m
 
 
+def minibatch_logprobs(module, data: dict[str, torch.Tensor], idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and entropies ``[n, width]`` of the sequences ``idx``, cropped to their longest."""
+    from model.logprobs import token_logprobs
+
+    width = int(data["attn"][idx].sum(dim=1).max())
+    return token_logprobs(module, data["ids"][idx, :width], data["attn"][idx, :width])
+
+
+def old_policy_logprobs(module, data: dict[str, torch.Tensor], minibatches: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """pi_old's log-probs and entropies ``[N, T]``, computed minibatch by minibatch exactly as the
+    updates will compute pi_theta (same rows, same width, the module's current mode), so the first
+    update's IS ratios are exactly 1."""
+    logprobs, entropy = torch.zeros_like(data["mask"]), torch.zeros_like(data["mask"])
+    with torch.no_grad():
+        for idx in minibatches:
+            lp, ent = minibatch_logprobs(module, data, idx)
+            logprobs[idx, : lp.shape[1]], entropy[idx, : lp.shape[1]] = lp, ent
+    return logprobs, entropy
+
+
+def update_policy(trainer, cfg: RLParams, data: dict[str, torch.Tensor], advantages: torch.Tensor,
+                  old_logprobs: torch.Tensor, minibatches: list[torch.Tensor]) -> dict[str, list[float]]:
+    """One optimizer update per minibatch; the loss terms and metrics of each, in order. A minibatch
+    whose advantages are all zero on every rank is skipped: its loss has no gradient, but AdamW would
+    still move the weights along its momentum."""
+    upd = {"loss": [], "grad_norm": [], "is_weight_mean": [], "clip_fraction": [], "masked_fraction": [], "skipped": []}
+    for idx in minibatches:
+        skip = trainer.all_true(bool((advantages[idx] == 0).all()))
+        upd["skipped"].append(float(skip))
+        if skip:
+            continue
+        logprobs, _ = minibatch_logprobs(trainer.module, data, idx)
+        width = logprobs.shape[1]
+        loss, lm = policy_loss(
+            logprobs, old_logprobs[idx, :width], advantages[idx], data["mask"][idx, :width],
+            algorithm=cfg.algorithm, eps_low=cfg.algo.eps_low, eps_high=cfg.algo.eps_high,
+            trust_region_mask=cfg.algo.trust_region_mask, normalization=cfg.algo.normalization,
+        )
+        upd["grad_norm"].append(trainer.step(loss))
+        upd["loss"].append(loss.item())
+        for k, v in lm.items():
+            upd[k].append(v)
+    return upd
+
+
 def evaluate(engine, tok, tasks, eval_sets: dict, cfg: RLParams, device: torch.device) -> dict[str, float]:
     """Held-out accuracy per task: ``eval_samples`` samples per item at the eval temperature / top-p
     (the report evaluates at temperature 1.0, top-p 0.95), averaged (pass@1)."""
@@ -164,7 +195,6 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, out_dir: str | Path, envs: E
     Writes ``checkpoints/step_*/`` (all state), ``metrics.jsonl`` and, at the end, ``policy/`` (HF format).
     """
     from model.generation import SamplingParams
-    from model.logprobs import token_logprobs
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -176,8 +206,6 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, out_dir: str | Path, envs: E
     out = Path(out_dir)
     G = cfg.samples_per_prompt
 
-    if cfg.trainable == "head":
-        freeze_body(model)
     trainer = make_trainer(model, cfg, micro_batch=cfg.prompts_per_step * G // cfg.updates_per_batch)
     cfg.check_world(trainer.world_size)
     per_rank = cfg.prompts_per_step // trainer.world_size
@@ -238,32 +266,20 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, out_dir: str | Path, envs: E
         gen_seconds = time.perf_counter() - t0
         gen_tokens = sum(len(r) for g in sampled for r in g["responses"])
 
-        # 2. advantages and the old policy's log-probs through the training path
+        # 2. advantages, minibatches of whole groups, and the old policy's log-probs through the
+        # training path in the mode of the update
         data = {k: v.to(device) for k, v in pack(groups, tok.pad_token_id).items()}
         advantages = group_advantages(torch.tensor([g["rewards"] for g in groups])).reshape(-1).to(device)  # [N]
-        with torch.no_grad():
-            old_logprobs, entropy = token_logprobs(module, data["ids"], data["attn"])  # [N, T]
+        minibatches = group_minibatches(len(groups), G, cfg.updates_per_batch,
+                                        torch.Generator().manual_seed(cfg.seed * 7919 + step))
+        module.train()
+        old_logprobs, entropy = old_policy_logprobs(module, data, minibatches)  # [N, T]
         mask = data["mask"]
 
-        # 3. off-policy minibatch updates; a batch without a single informative group (every rank's
-        # advantages all zero) is skipped: AdamW would still move the weights along its momentum
-        module.train()
+        # 3. off-policy minibatch updates
         t1 = time.perf_counter()
-        order = torch.randperm(len(advantages), generator=torch.Generator().manual_seed(cfg.seed * 7919 + step))
-        upd = {"loss": [], "grad_norm": [], "is_weight_mean": [], "clip_fraction": [], "masked_fraction": []}
-        skip = trainer.all_true(bool((advantages == 0).all()))
-        for idx in [] if skip else order.tensor_split(cfg.updates_per_batch):
-            width = int(data["attn"][idx].sum(dim=1).max())
-            logprobs, _ = token_logprobs(module, data["ids"][idx, :width], data["attn"][idx, :width])
-            loss, lm = policy_loss(
-                logprobs, old_logprobs[idx, :width], advantages[idx], mask[idx, :width],
-                algorithm=cfg.algorithm, eps_low=cfg.algo.eps_low, eps_high=cfg.algo.eps_high,
-                trust_region_mask=cfg.algo.trust_region_mask, normalization=cfg.algo.normalization,
-            )
-            upd["grad_norm"].append(trainer.step(loss))
-            upd["loss"].append(loss.item())
-            for k, v in lm.items():
-                upd[k].append(v)
+        rates = trainer.rates()
+        upd = update_policy(trainer, cfg, data, advantages, old_logprobs, minibatches)
         train_seconds = time.perf_counter() - t1
         sync = getattr(engine, "sync_weights", None)
         if sync is not None:
@@ -272,7 +288,7 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, out_dir: str | Path, envs: E
         # 4. log and checkpoint
         metrics = rollout_metrics(sampled)
         metrics.update({f"train/{k}": float(np.mean(v)) for k, v in upd.items() if v})
-        metrics["train/skipped"] = float(skip)
+        metrics.update({f"train/lr_{name}": rate for name, rate in rates.items()})
         metrics.update(probability_health(data["infer_logprobs"], old_logprobs, mask))
         metrics["train/entropy"] = float((entropy * mask).sum() / mask.sum().clamp(min=1))
         metrics["rollout/rounds"] = rounds
