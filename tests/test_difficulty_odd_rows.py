@@ -65,7 +65,7 @@ def test_a_task_row_needs_no_answer(tmp_path):
 def test_a_10_mb_question_is_rejected_before_the_policy_sees_it(tmp_path):
     rows = [{"id": i, "question": f"What is {i}+{i}?", "answer": "2"} for i in range(5)]
     rows[3]["question"] = "What is 1+1? " * 800_000  # 10.4 MB
-    report, kept, rejected, policy = run(tmp_path, rows, max_question_chars=16384)
+    report, kept, rejected, policy = run(tmp_path, rows)
     assert rejected["id"].to_list() == [3] and rejected["reason"].to_list() == ["long_question"]
     assert kept["id"].to_list() == [0, 1, 2, 4]
     assert max(map(len, policy.asked)) < 100
@@ -73,24 +73,20 @@ def test_a_10_mb_question_is_rejected_before_the_policy_sees_it(tmp_path):
 
 
 def test_the_question_bound_is_a_param_with_a_range():
-    assert DifficultyParams().max_question_chars == 16384
+    assert DifficultyParams().max_question_chars == 4096
     from tasks.config import ParamsError
 
     with pytest.raises(ParamsError, match=r"difficulty.max_question_chars = 0: allowed: an integer >= 1"):
         DifficultyParams(max_question_chars=0)
 
 
-def test_a_latin1_csv_exits_2_naming_the_line_before_a_model_is_loaded(tmp_path, capsys):
-    from tasks.curate.difficulty import main
-
+def test_a_latin1_csv_is_refused_naming_the_line_before_any_row_is_graded(tmp_path):
     path = tmp_path / "l.csv"
     path.write_bytes("question,answer\nWhat is 2+2?,4\nCaf\u00e9: what is 1+2?,3\n".encode("latin-1"))
-    with pytest.raises(SystemExit) as e:  # the policy directory does not exist: the input is refused first
-        main(["--input", str(path), "--policy", str(tmp_path / "no_policy"), "--output", str(tmp_path / "out")])
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: {path}: line 3 is not UTF-8 (byte 0xe9, byte 4 of the line)")
-    assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+    policy = RecordingPolicy()
+    with pytest.raises(CurateInputError, match=r"l\.csv: line 3 is not UTF-8 \(byte 0xe9, byte 4 of the line\)"):
+        difficulty(path, tmp_path / "out", DifficultyParams(k=4), policy, verify)
+    assert policy.asked == [] and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("main", [clean.main, decontaminate.main, questions.main])

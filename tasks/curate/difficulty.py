@@ -48,8 +48,9 @@ class DifficultyParams(Params):
     batch_size: int = param(160, ge=1, help="sequences per generate call (prompts x k)")
     seed: int = param(0, help="the sampling generator's seed")
     chunk_size: int = param(1024, ge=1, help="rows per streamed batch")
-    max_question_chars: int = param(16384, ge=1, help="longer questions are rejected as long_question "
-                                                      "(the shipped tasks' longest is 2.7K, a SWE issue)")
+    max_question_chars: int = param(4096, ge=1, help="longer questions are rejected as long_question; prompt memory "
+                                                     "grows with length x batch_size (tiny policy, CPU: 160 prompts of "
+                                                     "4096 chars peaked at 5.1 GB); the shipped tasks' longest is 2.7K")
     device: str = param("auto", help="auto = the GPU when there is one, else cpu")
 
     def check(self) -> None:
