@@ -46,6 +46,7 @@ SECTIONS: dict[str, str] = {
     "difficulty": "tasks.curate.difficulty:DifficultyParams",
     "rl": "tasks.train.rl.config:RLParams",
     "envs": "tasks.envs.params:EnvParams",
+    "genrm": "tasks.envs.genrm.params:GenRMParams",
 }
 
 

@@ -11,6 +11,7 @@ DAG (which follows imports) sees that.
 from __future__ import annotations
 
 from tasks.envs import arithmetic, code_tasks, math_tasks, swe, synlogic  # noqa: F401  (registers every task)
+from tasks.envs.genrm import general  # noqa: F401  (open_prompt, instruct: judged by the GenRM)
 from tasks.envs.base import TASKS, Task
 from tasks.envs.params import EnvParams
 
