@@ -63,7 +63,7 @@ def test_linear_answer_solves_its_equation(seed):
 
     import sympy
 
-    question, answer = mt._linear(random.Random(seed), 3)
+    question, answer, _ = mt._linear(random.Random(seed), 3)
     lhs, rhs = (re.sub(r"(\d)x", r"\1*x", side) for side in question.split("$")[3].split("="))
     sol = sympy.solve(sympy.sympify(lhs) - sympy.sympify(rhs), sympy.Symbol("x"))
     assert len(sol) == 1 and mt.latex(Fraction(str(sol[0]))) == answer

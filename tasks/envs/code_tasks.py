@@ -351,9 +351,12 @@ class CodeIOTask(_CodeTask):
             question = (f"{statement}\n\nExample input:\n{example['input']}\nExample output:\n{example['output']}\n"
                         "Write a Python program that reads standard input and writes standard output. Think step "
                         "by step, then put the program in a ```python code block inside <answer></answer> tags.")
+            answer = _fenced(reference_program(family))
+            # worked solution: name the problem, then the reference program
+            solution = f"<think>{family.replace('_', ' ')}</think><answer>{answer}</answer>"
             items.append({"id": f"{self.name}-d{difficulty}-s{seed}-{i}", "question": question,
-                          "answer": _fenced(reference_program(family)), "difficulty": difficulty,
-                          "metadata": {"family": family, "tests": tests}})
+                          "answer": answer, "difficulty": difficulty,
+                          "metadata": {"family": family, "tests": tests, "solution": solution}})
         return items
 
     def verify(self, item: Item, response: str) -> float:

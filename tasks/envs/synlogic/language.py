@@ -62,6 +62,16 @@ warm wash watch water wave wear weather week weight west wheel white whole wide 
 window wing winter wire wish woman wonder wood word work world write yard year yellow young""".split()
 
 
+def _open_brackets(seq: list[str]) -> str:
+    """The worked solution's trace: the brackets still open after each symbol ("-" for none)."""
+    close_of = {"(": ")", "[": "]", "{": "}", "<": ">"}
+    open_, trace = "", []
+    for ch in seq:
+        open_ = open_ + ch if ch in close_of else open_[:-1]
+        trace.append(open_ or "-")
+    return ", ".join(trace)
+
+
 class DyckLanguages(SynLogicTask):
     name = "dyck_languages"
     difficulty_range = (1, 5)
@@ -82,7 +92,8 @@ class DyckLanguages(SynLogicTask):
         question = (f"Complete the sequence so that every bracket is closed properly: "
                     f"{' '.join(seq)}\nAnswer with only the brackets that must be appended, "
                     f"separated by spaces. {ANSWER_TAGS}")
-        return question, " ".join(reversed(stack)), {}
+        answer = " ".join(reversed(stack))
+        return question, answer, {"solution": f"<think>{_open_brackets(seq)}</think><answer>{answer}</answer>"}
 
     def check(self, item, answer):
         return float(re.sub(r"\s", "", answer) == re.sub(r"\s", "", item["answer"]))
@@ -154,7 +165,13 @@ class ObjectCounting(SynLogicTask):
         total = sum(k for (cat, _), k in zip(picks, counts) if cat == target)
         question = (f"I have {said}. How many {target}s do I have?\n"
                     f"Answer with a number. {ANSWER_TAGS}")
-        return question, str(total), {}
+        # worked solution: each object of the asked kind with its count, then the running sum
+        mine = [(w, k) for (cat, w), k in zip(picks, counts) if cat == target]
+        steps, running = [f"{w} {k}" for w, k in mine], mine[0][1]
+        for _, k in mine[1:]:
+            steps.append(f"{running}+{k}={running + k}")
+            running += k
+        return question, str(total), {"solution": f"<think>{', '.join(steps)}</think><answer>{total}</answer>"}
 
     def check(self, item, answer):
         return float(parse_ints(answer) == [int(item["answer"])])
@@ -193,12 +210,18 @@ class ObjectProperties(SynLogicTask):
         if rng.random() < 0.5:
             colour = rng.choice(_COLOURS[:5])
             ask, total = f"{colour} things", sum(k for k, c, _ in groups if c == colour)
+            mine = [(k, c, t) for k, c, t in groups if c == colour and k]
         else:
             thing = rng.choice(_THINGS[:5])
             ask, total = f"{thing}s", sum(k for k, _, t in groups if t == thing)
+            mine = [(k, c, t) for k, c, t in groups if t == thing and k]
         question = (f"{' '.join(story)} How many {ask} remain on the desk?\n"
                     f"Answer with a number. {ANSWER_TAGS}")
-        return question, str(total), {}
+        # worked solution: the asked-for groups left at the end with their counts, then the running sum
+        steps = [f"{c} {t} {k}" for k, c, t in mine] or ["none 0"]
+        for i in range(1, len(mine)):
+            steps.append(f"{sum(k for k, _, _ in mine[:i])}+{mine[i][0]}={sum(k for k, _, _ in mine[:i + 1])}")
+        return question, str(total), {"solution": f"<think>{', '.join(steps)}</think><answer>{total}</answer>"}
 
     def check(self, item, answer):
         return float(parse_ints(answer) == [int(item["answer"])])
@@ -317,22 +340,24 @@ class Navigation(SynLogicTask):
         n, turns = level(difficulty, self._levels)
         x = y = 0
         heading = 0  # 0 north, 1 east, 2 south, 3 west
-        steps = []
+        steps, trace = [], []  # trace: the worked solution, the position after each instruction
         for _ in range(n):
             kind = rng.choice(["step", "step", "turn", "back"] if turns else ["step"])
             if kind == "turn":
                 right = rng.random() < 0.5
                 heading = (heading + (1 if right else 3)) % 4
                 steps.append(f"Turn {'right' if right else 'left'}.")
+                trace.append("NESW"[heading])
                 continue
             k = rng.randint(1, 9)
             sign = -1 if kind == "back" else 1
             dx, dy = [(0, 1), (1, 0), (0, -1), (-1, 0)][heading]
             x, y = x + sign * k * dx, y + sign * k * dy
             steps.append(f"Take {k} step{'s' if k > 1 else ''} {'backward' if sign < 0 else 'forward'}.")
+            trace.append(f"({x}, {y})")
         question = (f"You start at (0, 0) facing north (north is +y, east is +x). "
                     f"{' '.join(steps)}\nWhere are you now? Answer as 'x, y'. {ANSWER_TAGS}")
-        return question, f"{x}, {y}", {}
+        return question, f"{x}, {y}", {"solution": f"<think>{' '.join(trace)}</think><answer>{x}, {y}</answer>"}
 
     def check(self, item, answer):
         return float(parse_ints(answer) == parse_ints(item["answer"]))

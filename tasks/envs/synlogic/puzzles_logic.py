@@ -47,7 +47,9 @@ class WebOfLies(SynLogicTask):
                     f"Does each of {', '.join(people[i] for i in asked)} tell the truth? Answer yes "
                     f"or no for each, in that order, separated by commas. {ANSWER_TAGS}")
         answer = ", ".join("yes" if truth[i] else "no" for i in asked)
-        return question, answer, {}
+        # worked solution: each person's truthfulness along the chain, first to last
+        steps = ", ".join(f"{p} {'yes' if t else 'no'}" for p, t in zip(people, truth))
+        return question, answer, {"solution": f"<think>{steps}</think><answer>{answer}</answer>"}
 
     def check(self, item, answer):
         return float(_yes_no(answer) == _yes_no(item["answer"]))
@@ -60,22 +62,28 @@ class BooleanExpressions(SynLogicTask):
     _levels = [2, 3, 4, 5, 6]
 
     def make(self, rng, difficulty):
-        text, value = self._expr(rng, level(difficulty, self._levels))
+        steps: list[str] = []
+        text, value = self._expr(rng, level(difficulty, self._levels), steps)
         question = (f"Evaluate the Boolean expression: {text}\n"
                     f"Answer True or False. {ANSWER_TAGS}")
-        return question, str(value), {}
+        # worked solution: every operator evaluated innermost first, left to right
+        return question, str(value), {"solution": f"<think>{'; '.join(steps)}</think><answer>{value}</answer>"}
 
-    def _expr(self, rng, depth):
+    def _expr(self, rng, depth, steps: list[str]):
+        """``(text, value)`` of a random expression; appends each operator's evaluation to ``steps``."""
         if depth == 0 or rng.random() < 0.2:
             value = rng.random() < 0.5
             if rng.random() < 0.3:
+                steps.append(f"not {value}={not value}")
                 return f"not {value}", not value
             return str(value), value
-        left, lv = self._expr(rng, depth - 1)
-        right, rv = self._expr(rng, depth - 1)
+        left, lv = self._expr(rng, depth - 1, steps)
+        right, rv = self._expr(rng, depth - 1, steps)
         op = rng.choice(["and", "or"])
         value = (lv and rv) if op == "and" else (lv or rv)
+        steps.append(f"{lv} {op} {rv}={value}")
         if rng.random() < 0.25:
+            steps.append(f"not {value}={not value}")
             return f"not ({left} {op} {right})", not value
         return f"({left} {op} {right})", value
 
