@@ -33,8 +33,11 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
-    """Train a byte-level BPE of ``vocab_size`` tokens (special tokens included) and save it."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path, *, split_digits: bool = False):
+    """Train a byte-level BPE of ``vocab_size`` tokens (special tokens included) and save it.
+
+    ``split_digits``: every digit is its own token, so merges compress words but never numbers
+    (a merged "58" would hide the column a tiny model adds digit by digit)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -43,6 +46,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
         raise ValueError(f"vocab_size = {vocab_size}: needs at least {n_min} (256 bytes + special tokens)")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split_digits:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), tok.pre_tokenizer])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -1,4 +1,6 @@
-"""SFT on the arithmetic task's worked solutions, for a tiny HF Llama and for our M1 tiny preset."""
+"""SFT on worked solutions of the task mix, for a tiny HF Llama and for our M1 tiny preset: the mix
+(held-out questions left out, every solution verified), micro-batches that give the whole batch's
+gradient, a digit-splitting tokenizer, and a killed run that resumes to the uninterrupted result."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from tasks.envs.arithmetic import HELD_OUT_SEED, Arithmetic, is_held_out, worked
 from tasks.train.policy import encode_prompt, load_policy
 from tasks.train.tracking import read_metrics
 from tasks.config import ParamsError, load
-from tasks.train.sft import SFTParams, sft_pairs, train_sft
+from tasks.train.sft import SFTParams, SFTTask, accumulate, sft_pairs, train_sft
+
+ARITH1 = {"arithmetic": SFTTask(levels=(1,), examples=100)}
 
 LLAMA = {"arch": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
          "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 128}
@@ -37,8 +41,8 @@ def test_worked_solution_format():
 
 
 def test_sft_llama_lowers_loss_and_saves_a_loadable_policy(tmp_path):
-    cfg = SFTParams(model=LLAMA, difficulty=2, examples=200, steps=40, batch_size=16, lr=3e-3,
-                    warmup_steps=5, log_every=10, vocab_size=300, device="cpu")
+    cfg = SFTParams(model=LLAMA, tasks={"arithmetic": SFTTask(levels=(2,), examples=200)}, steps=40, batch_size=16,
+                    lr=3e-3, warmup_steps=5, log_every=10, vocab_size=300, device="cpu")
     train_sft(cfg, tmp_path)
     rows = read_metrics(tmp_path)
     assert [r["step"] for r in rows] == [10, 20, 30, 40]
@@ -54,8 +58,8 @@ def test_sft_llama_lowers_loss_and_saves_a_loadable_policy(tmp_path):
 
 
 def test_sft_m1_tiny_one_step(tmp_path):
-    cfg = SFTParams(model={"arch": "m1", "preset": "tiny"}, difficulty=1, examples=16, steps=1, warmup_steps=0,
-                    batch_size=4, log_every=1, vocab_size=300, device="cpu")
+    cfg = SFTParams(model={"arch": "m1", "preset": "tiny"}, tasks={"arithmetic": SFTTask(levels=(1,), examples=16)},
+                    steps=1, warmup_steps=0, batch_size=4, log_every=1, vocab_size=300, device="cpu")
     metrics = train_sft(cfg, tmp_path)
     assert torch.isfinite(torch.tensor(metrics["sft/loss"]))
     model, _ = load_policy(tmp_path / "policy")
@@ -89,7 +93,8 @@ def test_killed_sft_resumes_to_the_uninterrupted_result(tmp_path):
     root = Path(__file__).resolve().parents[1]
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"sft": {
-        "model": LLAMA, "difficulty": 1, "examples": 64, "steps": 10, "batch_size": 16, "lr": 3e-3, "warmup_steps": 2,
+        "model": LLAMA, "tasks": {"arithmetic": {"levels": [1], "examples": 64}}, "steps": 10, "batch_size": 16,
+        "lr": 3e-3, "warmup_steps": 2,
         "log_every": 3, "checkpoint_every": 2, "keep_checkpoints": 2, "vocab_size": 300, "device": "cpu"}}))
 
     def cli(out):
@@ -113,3 +118,58 @@ def test_killed_sft_resumes_to_the_uninterrupted_result(tmp_path):
     a = torch.load(latest_checkpoint(tmp_path / "whole" / "checkpoints") / "model.pt")
     b = torch.load(latest_checkpoint(killed / "checkpoints") / "model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_mix_is_worked_solutions_of_every_task_without_held_out_questions():
+    from tasks.envs.base import format_reward
+    from tasks.envs.heldout import is_held_out
+    from tasks.envs.registry import get_task
+
+    mix = {"arithmetic": SFTTask(levels=(2,), examples=60), "dyck_languages": SFTTask(levels=(1, 2), examples=41),
+           "code_io": SFTTask(levels=(1,), examples=8)}
+    pairs = sft_pairs(SFTParams(tasks=mix))
+    by_question = {}
+    for name, spec in mix.items():
+        for i, lv in enumerate(spec.levels):  # examples spread evenly over the levels; 7 = sft.item_seed
+            count = spec.examples // len(spec.levels) + (i < spec.examples % len(spec.levels))
+            for it in get_task(name).generate(count, 7, lv):
+                by_question[it["question"]] = (name, it)
+    held = [q for q in by_question if is_held_out(q)]
+    assert held, "a sample this size has held-out questions to drop"
+    assert {q for q, _ in pairs} == set(by_question) - set(held)
+    for q, reply in pairs:
+        name, item = by_question[q]
+        assert format_reward(reply) == 1.0 and get_task(name).verify(item, reply) == 1.0, (name, reply)
+    with pytest.raises(ParamsError, match=r"sft.tasks.sudoku = .*metadata\['solution'\]"):
+        sft_pairs(SFTParams(tasks={"sudoku": SFTTask(levels=(1,), examples=2)}))
+    with pytest.raises(ParamsError, match=r"sft.tasks.arithmetic.levels = \[9\]: allowed: levels inside"):
+        sft_pairs(SFTParams(tasks={"arithmetic": SFTTask(levels=(9,), examples=2)}))
+
+
+def test_micro_batches_give_the_whole_batch_gradient(tmp_path):
+    import random
+
+    from tasks.train.policy import build_policy
+    from tasks.train.sft import _batch
+    from model.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(["12+34= <think>2+4+0=6</think>"] * 4, 300, tmp_path)
+    model = build_policy(LLAMA, tok)
+    rng = random.Random(0)
+    batch = [([rng.randrange(10, len(tok)) for _ in range(n)], rng.randrange(1, n - 2)) for n in (9, 30, 17, 55, 12, 40, 23)]
+    ids, attn, labels = _batch(batch, tok.pad_token_id)
+    whole = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+    whole.backward()
+    want = [p.grad.clone() for p in model.parameters()]
+    for pieces in (2, 3, 7):
+        model.zero_grad()
+        loss = accumulate(model, batch, pieces, tok.pad_token_id, torch.device("cpu"))
+        assert loss == pytest.approx(whole.item(), rel=1e-5)
+        assert all(torch.allclose(p.grad, w, atol=1e-6) for p, w in zip(model.parameters(), want))
+
+
+def test_tokenizer_splits_digits_but_merges_words(tmp_path):
+    from model.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(["Maria has 582 apples and 317 pears"] * 50, 300, tmp_path, split_digits=True)
+    assert tok.tokenize("582 apples") == ["5", "8", "2", "Ġapples"]

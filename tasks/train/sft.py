@@ -3,9 +3,11 @@
     python -m tasks.train.sft --output runs/sft [--params params.yaml] [--set steps=300]
 
 Trains any causal LM, our M1 model or a Hugging Face one, built fresh from a spec (``sft.model``) or
-loaded from a policy directory (``sft.init``), on the worked solutions of a task's items (items whose
-``metadata["solution"]`` holds a reply in the chat format) or on a JSONL file of
-``{"question", "response"}`` rows. The loss covers reply tokens only. Writes ``DIR/policy/``
+loaded from a policy directory (``sft.init``), on the worked solutions of the task mix ``sft.tasks``
+(each task's items carry ``metadata["solution"]``, a reply in the chat format the verifiers read:
+``<think>steps</think><answer>...</answer>``), or on a JSONL file of ``{"question", "response"}``
+rows. Questions in the evaluation tenth (``tasks.envs.heldout``) are never imitated. The loss
+covers reply tokens only. Writes ``DIR/policy/``
 (HF-format weights + tokenizer, what ``tasks.train.rl.train`` starts from), ``DIR/metrics.jsonl``
 and MLflow metrics.
 
@@ -33,6 +35,28 @@ from tasks.train.tracking import RunTracker
 
 
 @dataclass
+class SFTTask(Params):
+    """``sft.tasks.<name>``: one task of the SFT mix."""
+
+    SECTION: ClassVar[str] = "sft.tasks.*"
+    levels: tuple[int, ...] = param(ge=1, help="difficulty levels, examples spread evenly over them")
+    examples: int = param(ge=1, help="worked solutions generated (held-out questions are then dropped)")
+
+
+def _default_mix() -> dict[str, SFTTask]:
+    """The tiny preset's mix: arithmetic, procedural math, code_io and the SynLogic families whose
+    worked solutions are short enough for it (LOG.md, issue 11)."""
+    return {
+        "arithmetic": SFTTask(levels=(2,), examples=2500),
+        "math": SFTTask(levels=(1,), examples=300),
+        "code_io": SFTTask(levels=(1,), examples=400),
+        "dyck_languages": SFTTask(levels=(1, 2), examples=800),
+        "object_counting": SFTTask(levels=(1, 2), examples=900),
+        "object_properties": SFTTask(levels=(1, 2), examples=900),
+    }
+
+
+@dataclass
 class SFTParams(Params):
     """``sft``: the base policy and how it learns the reply format and the worked steps.
     Units: ``batch_size`` sequences per optimizer step."""
@@ -42,17 +66,23 @@ class SFTParams(Params):
                                   help="policy spec: {arch: m1, preset: tiny} or {arch: llama | qwen2, "
                                        "<transformers config fields>}")
     init: str = param("", help="a policy directory to continue from instead of a fresh model")
-    task: str = param("arithmetic", help="registered task whose items' metadata.solution is the reply imitated")
-    difficulty: int = param(2, ge=1, help="the task's difficulty (arithmetic: digits per operand; the tiny "
-                                          "model's lightning layers could not learn 3-digit column lookups)")
-    data: str = param("", help="JSONL of {question, response}; overrides task when set")
-    examples: int = param(4000, ge=1, help="task items generated for training")
-    vocab_size: int = param(263, ge=263, help="fresh tokenizer; 263 = 256 bytes + 7 specials: no merges, one "
-                                              "digit per token")
-    steps: int = param(400, ge=1, help="optimizer steps")
+    tasks: dict[str, SFTTask] = param(default_factory=_default_mix,
+                                      help="the mix: task -> {levels, examples}; each item's metadata.solution is "
+                                           "the reply imitated (arithmetic at 2 digits: the tiny model's lightning "
+                                           "layers could not learn 3-digit column lookups)")
+    item_seed: int = param(7, help="seed of the generated items; keep it apart from synlogic.generate.seed and "
+                                   "difficulty.generated seeds so SFT and RL items differ")
+    data: str = param("", help="JSONL of {question, response}; replaces tasks when set")
+    vocab_size: int = param(1024, ge=263, help="fresh BPE tokenizer (the tiny preset's size); 263 = 256 bytes + 7 "
+                                               "specials, no merges")
+    split_digits: bool = param(True, help="every digit its own token (merges compress words, never numbers)")
+    steps: int = param(300, ge=1, help="optimizer steps")
     batch_size: int = param(32, ge=1, help="sequences per optimizer step")
-    lr: float = param(1e-3, gt=0.0, help="peak learning rate (linear warmup, cosine decay to 10%)")
-    warmup_steps: int = param(20, ge=0, help="linear warmup steps")
+    micro_batches: int = param(4, ge=1, help="each batch runs as this many micro-batches of similar length with "
+                                             "gradients accumulated: the same update as the whole batch, less padding")
+    lr: float = param(4e-3, gt=0.0, help="peak learning rate (linear warmup, cosine decay to 10%); 4e-3 learned the "
+                                          "mix fastest of 1e-3..6e-3 on the tiny preset (LOG.md, issue 11)")
+    warmup_steps: int = param(10, ge=0, help="linear warmup steps")
     betas: tuple[float, float] = param((0.9, 0.95), ge=0.0, lt=1.0, help="AdamW betas (report section 3.2)")
     adam_eps: float = param(1e-15, gt=0.0, help="AdamW eps (report section 3.2)")
     weight_decay: float = param(0.0, ge=0.0, help="AdamW weight decay")
@@ -69,10 +99,13 @@ class SFTParams(Params):
             raise self.fail("model", self.model, "a mapping with arch: m1 | llama | qwen2")
         if self.warmup_steps >= self.steps:
             raise self.fail("warmup_steps", self.warmup_steps, f"an integer < steps ({self.steps})")
+        if not self.tasks and not self.data:
+            raise self.fail("tasks", self.tasks, "at least one task (or sft.data)")
 
 
 def sft_pairs(params: SFTParams) -> list[tuple[str, str]]:
-    """(question, reply) pairs from ``params.data`` or from ``params.task``'s worked solutions."""
+    """(question, reply) pairs from ``params.data`` or the worked solutions of the ``params.tasks`` mix,
+    held-out questions left out."""
     if params.data:
         pairs = []
         for n, line in enumerate(Path(params.data).read_text().splitlines(), 1):
@@ -82,14 +115,24 @@ def sft_pairs(params: SFTParams) -> list[tuple[str, str]]:
                     raise ValueError(f"{params.data}:{n}: a row needs 'question' and 'response'")
                 pairs.append((row["question"], row["response"]))
         return pairs
+    from tasks.envs.heldout import is_held_out
     from tasks.envs.registry import get_tasks
 
-    task = get_tasks([params.task], where="sft.task")[params.task]
-    items = task.generate(params.examples, seed=params.seed, difficulty=params.difficulty)
-    missing = [it["id"] for it in items if "solution" not in it.get("metadata", {})]
-    if missing:
-        raise ValueError(f"task {params.task!r}: item {missing[0]} has no metadata['solution'] to imitate; pass sft.data")
-    return [(it["question"], it["metadata"]["solution"]) for it in items]
+    pairs = []
+    for name, task in get_tasks(params.tasks, where="sft.tasks").items():
+        spec = params.tasks[name]
+        lo, hi = task.difficulty_range
+        if not all(lo <= lv <= hi for lv in spec.levels):
+            raise params.fail(f"tasks.{name}.levels", list(spec.levels), f"levels inside the task's range [{lo}, {hi}]")
+        for i, lv in enumerate(spec.levels):
+            count = spec.examples // len(spec.levels) + (i < spec.examples % len(spec.levels))
+            items = task.generate(count, seed=params.item_seed, difficulty=lv)
+            missing = [it["id"] for it in items if "solution" not in it.get("metadata", {})]
+            if missing:
+                raise params.fail(f"tasks.{name}", spec.to_dict(), f"a task whose items carry metadata['solution'] "
+                                                                   f"(item {missing[0]} has none); or pass sft.data")
+            pairs += [(it["question"], it["metadata"]["solution"]) for it in items if not is_held_out(it["question"])]
+    return pairs
 
 
 def _lr_at(params: SFTParams, step: int) -> float:
@@ -113,6 +156,24 @@ def _batch(examples: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Te
     return ids, attn, labels
 
 
+def accumulate(model: torch.nn.Module, batch: list[tuple[list[int], int]], micro_batches: int, pad_id: int,
+               device: torch.device) -> float:
+    """Backward the batch's mean reply-token loss through ``micro_batches`` length-sorted pieces
+    (each piece's mean weighted by its share of the reply tokens: the whole batch's gradient, with
+    short sequences no longer padded to the longest); returns the loss."""
+    batch = sorted(batch, key=lambda ex: len(ex[0]))
+    cuts = [len(batch) * j // micro_batches for j in range(micro_batches + 1)]
+    pieces = [batch[lo:hi] for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
+    counted = [sum(len(seq) - max(n_prompt, 1) for seq, n_prompt in p) for p in pieces]  # predicted reply tokens
+    total, loss = sum(counted), 0.0
+    for piece, n in zip(pieces, counted):
+        ids, attn, labels = (x.to(device) for x in _batch(piece, pad_id))
+        part = model(input_ids=ids, attention_mask=attn, labels=labels).loss * (n / total)
+        part.backward()
+        loss += part.item()
+    return loss
+
+
 def train_sft(params: SFTParams, out_dir: str | Path) -> dict[str, float]:
     """Train (or resume) into ``out_dir`` and save ``out_dir/policy``; returns the last logged metrics."""
     out = Path(out_dir)
@@ -129,7 +190,8 @@ def train_sft(params: SFTParams, out_dir: str | Path) -> dict[str, float]:
         if last is not None and (out / "tokenizer" / "tokenizer.json").exists():  # a resumed run keeps its tokenizer
             tok = load_tokenizer(out / "tokenizer")
         else:
-            tok = train_tokenizer((q + " " + r for q, r in pairs), params.vocab_size, out / "tokenizer")
+            tok = train_tokenizer((q + " " + r for q, r in pairs), params.vocab_size, out / "tokenizer",
+                                  split_digits=params.split_digits)
         model = build_policy(params.model, tok)
     device = resolve_device(params.device)
     model.to(device)
@@ -153,7 +215,7 @@ def train_sft(params: SFTParams, out_dir: str | Path) -> dict[str, float]:
         torch.save(model.state_dict(), path / "model.pt")
         torch.save(opt.state_dict(), path / "optimizer.pt")
 
-    tracker = RunTracker(out, experiment=params.experiment, run_name=f"sft-{params.task}", params=params.to_dict(),
+    tracker = RunTracker(out, experiment=params.experiment, run_name="sft", params=params.to_dict(),
                          made=made, run_id=state["run_id"], resume_step=state["step"])
     model.train()
     order, losses = state["order"], state["losses"]
@@ -165,15 +227,13 @@ def train_sft(params: SFTParams, out_dir: str | Path) -> dict[str, float]:
             order += more
         batch = [examples[i] for i in order[: params.batch_size]]
         del order[: params.batch_size]
-        ids, attn, labels = (x.to(device) for x in _batch(batch, tok.pad_token_id))
         for g in opt.param_groups:
             g["lr"] = _lr_at(params, step)
-        loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = accumulate(model, batch, params.micro_batches, tok.pad_token_id, device)
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)
         opt.step()
-        losses.append(loss.item())
+        losses.append(loss)
         if (step + 1) % params.log_every == 0 or step + 1 == params.steps:
             metrics = {"sft/loss": sum(losses) / len(losses), "sft/grad_norm": float(norm), "sft/lr": _lr_at(params, step)}
             tracker.log(step + 1, metrics)
