@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 import tasks.curate.calibrate as cal
 from tasks.config import ParamsError, load
-from tasks.curate.calibrate import calibrate, policy_pass_rate
+from tasks.curate.calibrate import calibrate, lower_scan, policy_pass_rates, run_scans, upper_scan
 from tasks.envs.synlogic import TASKS
 from tasks.envs.synlogic.base import SynLogicTask
 from tasks.envs.synlogic.schedule import DifficultySchedule, ScheduleParams, SynLogicParams
@@ -65,12 +66,31 @@ class StubPolicy:
         return [[f"<think>hm</think><answer>{self.knows.get(q, 'no idea')}</answer>"] * k for q in questions]
 
 
-def test_policy_pass_rate_samples_and_scores_through_the_verifier():
+def test_policy_pass_rates_sample_every_task_in_one_batch_and_score_through_the_verifier():
     items = TASKS["dyck_languages"].generate(3, seed=0, difficulty=2)
-    policy = StubPolicy({items[0]["question"]: items[0]["answer"]})
-    rate = policy_pass_rate(policy, 3, items=3, seed=0)
-    assert rate("dyck_languages", 2) == [1.0, 0.0, 0.0]
-    assert policy.calls == [(3, 3)]
+    sort = TASKS["word_sorting"].generate(3, seed=0, difficulty=1)
+    policy = StubPolicy({items[0]["question"]: items[0]["answer"], sort[2]["question"]: sort[2]["answer"]})
+    rates = policy_pass_rates(policy, 3, items=3, seed=0)
+    assert rates({"dyck_languages": 2, "word_sorting": 1}) == {"dyck_languages": [1.0, 0.0, 0.0],
+                                                              "word_sorting": [0.0, 0.0, 1.0]}
+    assert policy.calls == [(6, 3)]
+
+
+def test_scans_of_several_tasks_run_in_lockstep_rounds():
+    base = {"a": {1: [0.9], 2: [0.3], 3: [0.0]}, "b": {1: [0.2], 2: [0.0], 3: [0.0]}}
+    calls = []
+
+    def rates(want):
+        calls.append(dict(want))
+        return {t: base[t][lv] for t, lv in want.items()}
+
+    lows = run_scans({t: lower_scan([1, 2, 3], 0.5) for t in base}, rates)
+    assert lows == {"a": (2, {1: 0.9, 2: 0.3}), "b": (1, {1: 0.2})}
+    assert calls == [{"a": 1, "b": 1}, {"a": 2}]  # b stopped after round one
+    strong = {"a": {3: [0.0, 0.2], 2: [1.0]}, "b": {3: [0.0], 2: [0.0], 1: [0.5]}}
+    highs = run_scans({t: upper_scan([1, 2, 3], lows[t][0]) for t in base},
+                      lambda want: {t: strong[t][lv] for t, lv in want.items()})
+    assert highs == {"a": (3, {3: 0.5}), "b": (1, {3: 0.0, 2: 0.0, 1: 1.0})}
 
 
 def test_main_writes_calibrated_bounds(tmp_path, monkeypatch):
@@ -84,17 +104,20 @@ def test_main_writes_calibrated_bounds(tmp_path, monkeypatch):
             return [[f"<answer>{lookup[q] if self.right else 'x'}</answer>"] * samples
                     for q in questions]
 
-    monkeypatch.setattr(SamplingPolicy, "load", classmethod(lambda cls, d, **kw: Policy(d == "strong")))
+    monkeypatch.setattr(SamplingPolicy, "load", classmethod(lambda cls, d, **kw: Policy(Path(d).name == "strong")))
+    for name in ("base", "strong"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
     path = tmp_path / "params.yaml"
-    path.write_text("calibrate:\n  items: 2\n  seed: 0\n  tasks: [dyck_languages]\n")
-    results = cal.main(["--base", "base", "--strong", "strong", "--params", str(path), "--output", str(tmp_path / "out")])
+    path.write_text(f"calibrate:\n  items: 2\n  seed: 0\n  tasks: [dyck_languages]\n  strong_policy: {tmp_path / 'strong'}\n")
+    results = cal.main(["--policy", str(tmp_path / "base"), "--params", str(path), "--output", str(tmp_path / "out")])
     # the base model fails every level (low falls back to 1), the strong one solves the top level
     assert (results["dyck_languages"].low, results["dyck_languages"].high) == (1, 5)
     assert json.loads((tmp_path / "out" / "bounds.json").read_text()) == {"dyck_languages": {"low": 1, "high": 5}}
-    assert json.loads((tmp_path / "out" / "report.json").read_text())["dyck_languages"]["low"] == 1
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["tasks"]["dyck_languages"]["low"] == 1
     path.write_text("calibrate:\n  tasks: [nope]\n")
     with pytest.raises(SystemExit) as exc:
-        cal.main(["--base", "b", "--strong", "s", "--params", str(path), "--output", str(tmp_path / "o2")])
+        cal.main(["--policy", str(tmp_path / "base"), "--params", str(path), "--output", str(tmp_path / "o2")])
     assert exc.value.code == 2
 
 
@@ -152,10 +175,18 @@ def test_main_end_to_end_with_a_tiny_llama(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("calibrate:\n  items: 2\n  base_samples: 1\n  strong_samples: 2\n  max_new_tokens: 4\n"
                     "  batch_size: 3\n  device: cpu\n  tasks: [boolean_expressions]\n")
-    results = cal.main(["--base", str(tmp_path / "policy"), "--strong", str(tmp_path / "policy"),
-                        "--params", str(path), "--output", str(tmp_path / "out")])
+    results = cal.main(["--policy", str(tmp_path / "policy"), "--params", str(path), "--output", str(tmp_path / "out")])
     # an untrained model answers nothing: base rate 0 at every level, so low = 1; high falls to low
     b = results["boolean_expressions"]
     assert b.base_rate == {lv: 0.0 for lv in range(1, 6)}
     assert b.strong_pass == {lv: 0.0 for lv in range(5, 0, -1)}
     assert json.loads((tmp_path / "out" / "bounds.json").read_text()) == {"boolean_expressions": {"low": 1, "high": 1}}
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    # no strong_policy named: the base policy itself, with strong_samples tries per item
+    assert report["strong_policy"] == report["base_policy"] == str(tmp_path / "policy")
+    assert (report["base_samples"], report["strong_samples"]) == (1, 2)
+    with open(path, "a") as f:
+        f.write(f"  strong_policy: {tmp_path / 'nowhere'}\n")
+    with pytest.raises(SystemExit) as exit_:
+        cal.main(["--policy", str(tmp_path / "policy"), "--params", str(path), "--output", str(tmp_path / "out2")])
+    assert exit_.value.code == 2
