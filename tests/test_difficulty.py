@@ -8,7 +8,7 @@ import json
 import polars as pl
 import pytest
 
-from tasks.config import ParamsError
+from tasks.config import ParamsError, UsageError
 from tasks.envs.params import EnvParams
 from tasks.curate.difficulty import DifficultyParams, difficulty, pass_rates, task_verifier
 
@@ -96,3 +96,39 @@ def test_real_run_through_torch_engine(tmp_path):
     assert all(isinstance(r, str) for _, r in seen)
     assert (params.temperature, params.top_p) == (1.0, 0.95)  # the report's sampling settings
     assert policy.sampling.stop_token_ids == (tok.eos_token_id,)
+
+
+def test_pool_gathers_every_source_inside_the_calibrated_bounds(tmp_path):
+    from tasks.curate.difficulty import GeneratedSource, build_pool, counts_by
+    from tasks.envs.heldout import is_held_out
+    from tasks.envs.registry import get_task
+
+    held = next(f"What is {n} + 1?" for n in range(1000) if is_held_out(f"What is {n} + 1?"))
+    curated = [{"id": "c0", "question": "What is 3 + 4?", "answer": "7"}, {"id": "c1", "question": held, "answer": "0"}]
+    (tmp_path / "math.jsonl").write_text("".join(json.dumps(r) + "\n" for r in curated))
+    items = [{"task": "dyck_languages", **it} for lv in (1, 2, 3) for it in get_task("dyck_languages").generate(6, 0, lv)]
+    (tmp_path / "synlogic.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    (tmp_path / "bounds.json").write_text(json.dumps({"dyck_languages": {"low": 2, "high": 3}}))
+    params = DifficultyParams(synlogic_items=5, generated={"code_io": GeneratedSource(levels=(1,), items=4)})
+    pool = build_pool(tmp_path / "math.jsonl", tmp_path / "synlogic.jsonl", tmp_path / "bounds.json", params, EnvParams())
+    by = {s: pool.filter(pl.col("source") == s) for s in ("curated", "synlogic", "generated")}
+    assert by["curated"]["id"].to_list() == ["c0"] and by["curated"]["task"].to_list() == ["math"]  # held-out c1 left out
+    syn = by["synlogic"]
+    assert sorted(syn["difficulty"].to_list()) == [2, 2, 2, 3, 3]  # 5 spread over the bounds' two levels
+    assert set(syn["task"]) == {"dyck_languages"}
+    assert all(not is_held_out(q) for q in pool["question"])
+    code = by["generated"].filter(pl.col("task") == "code_io")
+    assert code.height == sum(not is_held_out(it["question"]) for it in get_task("code_io").generate(4, 2, 1))
+    assert json.loads(code["metadata"][0])["tests"]  # the verifier's spec travels as JSON text
+    (tmp_path / "bounds.json").write_text(json.dumps({"dyck_languages": {"low": 4, "high": 5}}))
+    with pytest.raises(UsageError, match="no dyck_languages items at levels 4-5"):
+        build_pool(tmp_path / "math.jsonl", tmp_path / "synlogic.jsonl", tmp_path / "bounds.json", params, EnvParams())
+
+    out = tmp_path / "graded"
+    out.mkdir()
+    pool.with_columns(pass_rate=pl.lit(0.5)).head(3).write_parquet(out / "kept.parquet")
+    pool.tail(pool.height - 3).with_columns(pass_rate=pl.lit(0.0), reason=pl.lit("too_hard")).write_parquet(
+        out / "rejected.parquet")
+    counts = counts_by(out, "source")
+    assert counts["curated"] == {"kept": 1, "too_easy": 0, "too_hard": 0}
+    assert sum(c["kept"] + c["too_hard"] for c in counts.values()) == pool.height

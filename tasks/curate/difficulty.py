@@ -1,10 +1,23 @@
-"""python -m tasks.curate.difficulty --input PATH --policy MODEL_DIR --output DIR [--params params.yaml] [--set KEY=VALUE]
+"""python -m tasks.curate.difficulty --math PATH --synlogic PATH --bounds PATH --policy MODEL_DIR --output DIR [--params params.yaml] [--set KEY=VALUE]
 
 Stage 5 of the math data pipeline (report section 4.1): "we use a strong reasoning model to compute
 the pass@10 for each question and retain only those samples with a pass rate strictly between 0 and
 0.9". Here the model is the current policy (an HF-format checkpoint + tokenizer, ours or any
 transformers causal LM, sampled by ``tasks.train.policy.SamplingPolicy`` through
 ``model.generation.TorchEngine`` at the report's evaluation settings (temperature 1.0, top-p 0.95).
+
+The stage grades every source of RL data at once. ``DIR/pool.parquet`` gathers them, one row per
+item with ``id, task, source, question, answer, difficulty, metadata`` (JSON text):
+
+- ``curated``: the curated math questions (``--math``, the questions stage's kept rows; task ``math``);
+- ``synlogic``: the SynLogic items (``--synlogic``) of the families in the calibrated bounds
+  (``--bounds``, ``tasks.curate.calibrate``), at levels inside them, up to ``synlogic_items`` each;
+- ``generated``: ``generated.<task>.items`` fresh items of each task named there (code_io's
+  programs with test cases, arithmetic, procedural math), spread over its levels.
+
+Held-out questions (``tasks.envs.heldout``) never enter the pool. ``report.json`` adds kept / too
+easy / too hard per source and per task (``by_source``, ``by_task``); ``kept_by_task.png`` draws
+the latter.
 
 Each item gets ``k`` samples; a sample passes when its reward is >= ``pass_reward``. Rewards come
 from the verifier of the task named in the item's ``task`` column (``tasks.envs.registry``), else
@@ -28,9 +41,23 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from tasks.config import Params, exits_cleanly, load, param, stage_parser
+from tasks.config import Params, UsageError, exits_cleanly, load, param, stage_parser
 from tasks.curate.io import INPUT_HELP, ROW, StageWriter, batches, count_rows, scan
 from tasks.envs.params import EnvParams
+
+
+@dataclass
+class GeneratedSource(Params):
+    """``difficulty.generated.<task>``: fresh items of a task graded with the rest."""
+
+    SECTION: ClassVar[str] = "difficulty.generated.*"
+    levels: tuple[int, ...] = param(ge=1, help="difficulty levels, items spread evenly over them")
+    items: int = param(ge=1, help="items generated (held-out questions are then dropped)")
+
+
+def _default_generated() -> dict[str, GeneratedSource]:
+    return {"arithmetic": GeneratedSource(levels=(2,), items=48), "math": GeneratedSource(levels=(1,), items=32),
+            "code_io": GeneratedSource(levels=(1,), items=32)}
 
 
 @dataclass
@@ -41,7 +68,8 @@ class DifficultyParams(Params):
     k: int = param(10, ge=1, help="samples per item (the report's pass@10)")
     temperature: float = param(1.0, ge=0.0, help="sampling temperature (the report's: 1.0)")
     top_p: float = param(0.95, gt=0.0, le=1.0, help="nucleus sampling (the report's: 0.95)")
-    max_new_tokens: int = param(64, ge=1, help="reply budget; tiny default (CPU); at scale the RL window, e.g. 40960")
+    max_new_tokens: int = param(160, ge=1, help="reply budget; tiny default (CPU: code replies are the longest); at "
+                                                "scale the RL window, e.g. 40960")
     lower: float = param(0.0, ge=0.0, le=1.0, help="keep lower < pass rate < upper (strictly)")
     upper: float = param(0.9, ge=0.0, le=1.0, help="see lower")
     pass_reward: float = param(1.0, help="a sample passes when its reward reaches this")
@@ -52,6 +80,11 @@ class DifficultyParams(Params):
                                                      "grows with length x batch_size (tiny policy, CPU: 160 prompts of "
                                                      "4096 chars peaked at 5.1 GB); the shipped tasks' longest is 2.7K")
     device: str = param("auto", help="auto = the GPU when there is one, else cpu")
+    synlogic_items: int = param(40, ge=1, help="SynLogic items graded per family, spread over its calibrated levels")
+    generated: dict[str, GeneratedSource] = param(default_factory=_default_generated,
+                                                  help="tasks whose items the stage generates: code items, "
+                                                       "arithmetic, procedural math")
+    generated_seed: int = param(2, help="seed of the generated items; keep it apart from sft.item_seed")
 
     def check(self) -> None:
         if not self.lower < self.upper:
@@ -148,23 +181,138 @@ def difficulty(input_path: str | Path, output_dir: str | Path, params: Difficult
     )
 
 
+POOL_COLUMNS = {"id": pl.String, "task": pl.String, "source": pl.String, "question": pl.String,
+                "answer": pl.String, "difficulty": pl.Int64, "metadata": pl.String}
+
+
+def _pool_rows(items, task: str, source: str) -> list[dict[str, Any]]:
+    return [{"id": str(it["id"]), "task": task, "source": source, "question": it["question"],
+             "answer": str(it["answer"]), "difficulty": it.get("difficulty"),
+             "metadata": json.dumps(it.get("metadata") or {}, sort_keys=True)} for it in items]
+
+
+def read_items(path: str | Path) -> list[dict[str, Any]]:
+    """Task items from a JSONL file, each with ``task, id, question, answer, difficulty``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    items = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        missing = [k for k in ("task", "id", "question", "answer", "difficulty") if k not in item]
+        if missing:
+            raise UsageError(f"{path}:{n}: missing {missing}; a task item has task, id, question, answer, difficulty")
+        items.append(item)
+    return items
+
+
+def build_pool(math_path: str | Path, synlogic_path: str | Path, bounds_path: str | Path,
+               params: DifficultyParams, envs: EnvParams) -> pl.DataFrame:
+    """Every source of RL data as one frame (``POOL_COLUMNS``), held-out questions left out."""
+    from tasks.envs.heldout import is_held_out
+    from tasks.envs.registry import get_tasks
+
+    curated = scan(math_path).collect()
+    rows = _pool_rows(({"id": r.get("id") or f"row{r[ROW]}", "question": r["question"], "answer": r["answer"]}
+                       for r in curated.iter_rows(named=True)), "math", "curated")
+    bounds_path = Path(bounds_path)
+    try:
+        bounds = json.loads(bounds_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UsageError(f"{bounds_path}: cannot read the calibrated bounds ({e}); run tasks.curate.calibrate") from None
+    by_level: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for item in read_items(synlogic_path):  # JSON lines: metadata differs in shape from family to family
+        by_level.setdefault((item["task"], item["difficulty"]), []).append(item)
+    for task, b in sorted(bounds.items()):
+        levels = [lv for lv in range(b["low"], b["high"] + 1) if (task, lv) in by_level]
+        if not levels:
+            raise UsageError(f"{synlogic_path}: no {task} items at levels {b['low']}-{b['high']} ({bounds_path}); "
+                             "generate them (synlogic.generate) or recalibrate")
+        for i, lv in enumerate(levels):  # spread evenly over the levels, like the generator
+            count = params.synlogic_items // len(levels) + (i < params.synlogic_items % len(levels))
+            rows += _pool_rows(by_level[(task, lv)][:count], task, "synlogic")
+    for name, task in get_tasks(params.generated, envs, where="difficulty.generated").items():
+        spec = params.generated[name]
+        lo, hi = task.difficulty_range
+        if not all(lo <= lv <= hi for lv in spec.levels):
+            raise params.fail(f"generated.{name}.levels", list(spec.levels), f"levels inside the task's range [{lo}, {hi}]")
+        for i, lv in enumerate(spec.levels):
+            count = spec.items // len(spec.levels) + (i < spec.items % len(spec.levels))
+            rows += _pool_rows(task.generate(count, seed=params.generated_seed, difficulty=lv), name, "generated")
+    pool = pl.DataFrame(rows, schema=POOL_COLUMNS)
+    return pool.filter(~pl.col("question").map_elements(is_held_out, return_dtype=pl.Boolean))
+
+
+def counts_by(out_dir: str | Path, column: str) -> dict[str, dict[str, int]]:
+    """``{value: {kept, too_easy, too_hard}}`` of a finished stage's rows, by ``column``."""
+    out = Path(out_dir)
+    frames = [pl.read_parquet(out / "kept.parquet").select(column).with_columns(reason=pl.lit("kept"))]
+    if (out / "rejected.parquet").exists():
+        frames.append(pl.read_parquet(out / "rejected.parquet").select(column, "reason"))
+    table: dict[str, dict[str, int]] = {}
+    for value, reason, n in pl.concat(frames).group_by(column, "reason").len().iter_rows():
+        table.setdefault(value, {"kept": 0, "too_easy": 0, "too_hard": 0})[reason] = n
+    return dict(sorted(table.items()))
+
+
+def plot_counts(by_task: dict[str, dict[str, int]], path: str | Path) -> None:
+    """Stacked bars: kept / too easy / too hard items per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(by_task)
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(names) + 2), 3.6))
+    bottom = np.zeros(len(names))
+    for reason, colour in (("kept", "tab:green"), ("too_easy", "tab:blue"), ("too_hard", "tab:red")):
+        values = np.array([by_task[n][reason] for n in names])
+        ax.bar(names, values, bottom=bottom, label=reason.replace("_", " "), color=colour)
+        bottom += values
+    ax.set_ylabel("items")
+    ax.set_title("pass@k grading with the SFT policy: kept 0 < p < upper")
+    ax.legend(fontsize=8)
+    ax.tick_params(axis="x", labelrotation=40, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 PARAMS = {"difficulty": DifficultyParams, "envs": EnvParams}
 
 
 @exits_cleanly
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__, {"input": INPUT_HELP, "policy": "policy directory: HF-format checkpoint + tokenizer"},
+    ap = stage_parser(__doc__, {"math": "curated math questions: " + INPUT_HELP,
+                                "synlogic": "SynLogic items (JSONL of the synlogic stage)",
+                                "bounds": "calibrated bounds (bounds.json of tasks.curate.calibrate)",
+                                "policy": "policy directory: HF-format checkpoint + tokenizer"},
                       prog="python -m tasks.curate.difficulty")
     args = ap.parse_args(argv)
     loaded = load(args.params, PARAMS, args.set)
-    p = loaded["difficulty"]
-    scan(args.input)  # bad input fails before a model is loaded
+    p, envs = loaded["difficulty"], loaded["envs"]
+    pool = build_pool(args.math, args.synlogic, args.bounds, p, envs)  # bad input fails before a model is loaded
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    pool.write_parquet(out / "pool.parquet")
+    from tasks.envs.scoring import Scorer, item_from_row
     from tasks.train.policy import SamplingPolicy
 
     policy = SamplingPolicy.load(args.policy, max_new_tokens=p.max_new_tokens, temperature=p.temperature,
                                  top_p=p.top_p, batch_size=p.batch_size, seed=p.seed, device=p.device)
-    report = difficulty(args.input, args.output, p, policy, task_verifier(loaded["envs"]))
+    scorer = Scorer(envs)
+    report = difficulty(out / "pool.parquet", out, p, policy, lambda item, r: scorer.score(item_from_row(item), r))
+    report.update(by_source=counts_by(out, "source"), by_task=counts_by(out, "task"), verifier_calls=scorer.verified)
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    plot_counts(report["by_task"], out / "kept_by_task.png")
     print({k: report[k] for k in ("rows_in", "kept", "rejected", "by_reason", "passes_histogram", "rows_per_s")})
+    for source, c in report["by_source"].items():
+        print(f"{source:>10}: kept {c['kept']}, too easy {c['too_easy']}, too hard {c['too_hard']}")
 
 
 if __name__ == "__main__":

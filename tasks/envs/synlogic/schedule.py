@@ -39,7 +39,8 @@ class GenerateParams(Params):
     """``synlogic.generate``: ``python -m tasks.envs.synlogic.generate``."""
 
     SECTION: ClassVar[str] = "synlogic.generate"
-    items_per_task: int = param(64, ge=1, help="items per task, spread evenly over its [low, high]")
+    items_per_task: int = param(128, ge=1, help="items per task, spread evenly over its [low, high] (the difficulty "
+                                                "stage grades those inside the calibrated bounds)")
     seed: int = param(0, help="the generators' seed")
     tasks: tuple[str, ...] = param((), help="the families to generate; empty = every SynLogic family")
 
