@@ -50,8 +50,8 @@ def test_params_objects_validate_when_made_in_code():
     with pytest.raises(ParamsError, match=r"^rl.updates_per_batch = 3: allowed: a divisor of "
                                           r"prompts_per_step = 16 \(minibatches hold whole groups\)$"):
         RLParams(updates_per_batch=3)
-    with pytest.raises(ParamsError, match=r"^rl.tasks.arithmetic.difficulty: missing"):
-        RLParams.from_mapping({"tasks": {"arithmetic": {"weight": 1.0}}})
+    with pytest.raises(ParamsError, match=r"^rl.curriculum\[0\].steps: missing"):
+        RLParams.from_mapping({"curriculum": [{"weights": {"arithmetic": 1.0}}]})
 
 
 def _run(main, argv, capsys) -> str:
@@ -104,8 +104,9 @@ def _main(stage: str):
 
     return {"clean": (clean.main, ["--input", "x.jsonl"]), "dedup": (dedup.main, ["--input", "x", "--sft", "y"]),
             "questions": (questions.main, ["--input", "x.jsonl"]),
-            "difficulty": (difficulty.main, ["--input", "x.jsonl", "--policy", "nowhere"]),
-            "sft": (sft.main, []), "rl": (train.main, ["--policy", "nowhere"])}[stage]
+            "difficulty": (difficulty.main, ["--math", "x.jsonl", "--synlogic", "s.jsonl", "--bounds", "b.json",
+                                             "--policy", "nowhere"]),
+            "sft": (sft.main, []), "rl": (train.main, ["--policy", "nowhere", "--data", "nowhere"])}[stage]
 
 
 @pytest.mark.parametrize("stage, sections, sets, message", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])

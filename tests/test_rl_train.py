@@ -24,9 +24,10 @@ from tasks.train.checkpoint import latest_checkpoint, load_state
 from tasks.train.rl.advantages import group_advantages
 from tasks.train.rl.config import RLParams
 from tasks.train.rl.engines import make_trainer, param_groups
+from tasks.curate.rl_data import write_generated
 from tasks.train.rl.sampling import group_minibatches
 from tasks.train.rl.train import PARAMS, old_policy_logprobs, pack, probability_health, train_rl, update_policy
-from tasks.train.sft import SFTParams, train_sft
+from tasks.train.sft import SFTParams, SFTTask, train_sft
 from tasks.train.tracking import RunTracker, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,8 @@ RL = {
     "prompts_per_step": 2, "samples_per_prompt": 4, "updates_per_batch": 2, "lr": 1e-4, "lr_head": 1e-3,
     "warmup_updates": 2,
     "max_new_tokens": 16, "overlong_buffer": 12, "max_sampling_rounds": 2,
-    "tasks": {"arithmetic": {"difficulty": 1}}, "eval_every": 2, "eval_prompts": 4, "eval_samples": 1,
+    "curriculum": [{"steps": 1, "weights": {"arithmetic": 1.0}}], "format_weight": 0.0,
+    "eval_every": 2, "eval_prompts": 4, "eval_samples": 1,
     "checkpoint_every": 1, "keep_checkpoints": 2,
 }
 
@@ -45,7 +47,8 @@ RL = {
 def setup(tmp_path_factory):
     """A briefly SFT'd tiny Llama policy and a params file with a small ``rl:`` section."""
     root = tmp_path_factory.mktemp("rl")
-    train_sft(SFTParams(model=LLAMA, difficulty=1, examples=100, steps=20, batch_size=16, lr=3e-3,
+    write_generated(root / "data", {"arithmetic": 1}, items=64)
+    train_sft(SFTParams(model=LLAMA, tasks={"arithmetic": SFTTask(levels=(1,), examples=100)}, steps=20, batch_size=16, lr=3e-3,
                         warmup_steps=2, vocab_size=300, device="cpu"), root / "sft")
     params = root / "params.yaml"
     params.write_text(yaml.safe_dump({"rl": RL}))
@@ -54,12 +57,13 @@ def setup(tmp_path_factory):
 
 def _cli(root: Path, params: Path, out: Path, steps: int, *sets: str) -> list[str]:
     return [sys.executable, "-m", "tasks.train.rl.train", "--params", str(params), "--policy", str(root / "sft" / "policy"),
+            "--data", str(root / "data"),
             "--output", str(out), "--set", f"steps={steps}", *[x for s in sets for x in ("--set", s)]]
 
 
 def _run(root: Path, params: Path, out: Path, *sets: str) -> None:
     loaded = load(params, PARAMS, sets)
-    train_rl(loaded["rl"], root / "sft" / "policy", out, loaded["envs"])
+    train_rl(loaded["rl"], root / "sft" / "policy", root / "data", out, loaded["envs"])
 
 
 def _comparable(rows):

@@ -53,12 +53,26 @@ class Algorithms(Params):
 
 
 @dataclass
-class TaskWeight(Params):
-    """``rl.tasks.<name>``: a task of the prompt mix."""
+class Phase(Params):
+    """``rl.curriculum[i]``: a phase of the curriculum (``tasks.train.rl.data``)."""
 
-    SECTION: ClassVar[str] = "rl.tasks.*"
-    difficulty: int = param(ge=1, help="the task's difficulty level")
-    weight: float = param(1.0, gt=0.0, help="relative share of the prompts drawn")
+    SECTION: ClassVar[str] = "rl.curriculum[]"
+    steps: int = param(ge=1, help="steps in this phase; the last phase runs to the end of training")
+    weights: dict[str, float] = param(help="task -> relative share of the prompts drawn (rows of the RL data)")
+
+    def check(self) -> None:
+        if not self.weights or any(w < 0 for w in self.weights.values()) or not any(self.weights.values()):
+            raise self.fail("weights", self.weights, "a mapping of task names to weights >= 0, one of them > 0")
+
+
+#: rule-verified tasks of the RL data; the report starts with these alone
+RULE_VERIFIED = ("arithmetic", "math", "code_io", "dyck_languages", "object_counting", "object_properties")
+
+
+def _default_curriculum() -> tuple[Phase, ...]:
+    """Phase 1 of the report: rule-verified tasks only, equal shares. A later phase mixes in the
+    GenRM-judged general tasks once the RL data holds them (issue 13)."""
+    return (Phase(steps=40, weights={t: 1.0 for t in RULE_VERIFIED}),)
 
 
 @dataclass
@@ -98,7 +112,8 @@ class RLParams(Params):
     adam_eps: float = param(1e-15, gt=0.0, help="AdamW eps (report section 3.2)")
     weight_decay: float = param(0.0, ge=0.0, help="AdamW weight decay")
     grad_clip: float = param(1.0, gt=0.0, help="gradient-norm clip")
-    max_new_tokens: int = param(48, ge=1, help="rollout reply budget")
+    max_new_tokens: int = param(160, ge=1, help="rollout reply budget (tiny default: a code_io reply takes about 120 "
+                                                "tokens, the others under 60)")
     temperature: float = param(1.0, gt=0.0, help="rollout sampling temperature")
     top_p: float = param(1.0, gt=0.0, le=1.0, help="rollout nucleus sampling")
     repetition_n: int = param(3000, ge=1, help="early truncation: N consecutive tokens each with p > repetition_p "
@@ -106,14 +121,18 @@ class RLParams(Params):
     repetition_p: float = param(0.99, ge=0.0, le=1.0, help="see repetition_n")
     max_sampling_rounds: int = param(3, ge=1, help="dynamic sampling: bound on prompt-drawing rounds per step")
     overlong_buffer: int = param(8, ge=0, help="DAPO overlong penalty over the last N tokens before max_new_tokens")
-    tasks: dict[str, TaskWeight] = param(default_factory=lambda: {"arithmetic": TaskWeight(difficulty=2)},
-                                         help="the prompt mix: task name -> {difficulty, weight}")
-    eval_every: int = param(10, ge=0, help="steps between held-out evaluations; 0 = never")
-    eval_prompts: int = param(256, ge=1, help="held-out items per task (x eval_samples = 512: about +-2 points)")
+    curriculum: tuple[Phase, ...] = param(default_factory=_default_curriculum,
+                                          help="phases of the prompt mix, each {steps, weights: {task: weight}} "
+                                               "over the tasks of the RL data (--data)")
+    format_weight: float = param(0.1, ge=0.0, help="reward += format_weight * the format reward (1 for exactly "
+                                                   "<think>...</think><answer>...</answer>, else 0)")
+    eval_every: int = param(0, ge=0, help="steps between held-out evaluations of the run; 0 = none (the eval "
+                                          "stage scores the final policy)")
+    eval_prompts: int = param(32, ge=1, help="held-out items per family (the RL data's heldout.jsonl)")
     eval_samples: int = param(2, ge=1, help="samples per held-out item, averaged (pass@1)")
     eval_temperature: float = param(1.0, gt=0.0, help="the report evaluates at temperature 1.0 ...")
     eval_top_p: float = param(0.95, gt=0.0, le=1.0, help="... and top-p 0.95")
-    eval_seed: int = param(1_000_000, help="arithmetic: seeds >= 1e6 draw from its held-out tenth of pairs")
+    eval_seed: int = param(1_000_000, help="sampling seed of the held-out evaluations")
     checkpoint_every: int = param(5, ge=1, help="steps per checkpoint (resume point)")
     keep_checkpoints: int = param(2, ge=1, help="newest checkpoints kept")
     device: str = param("auto", help="auto = the GPU when there is one, else cpu")
@@ -134,8 +153,8 @@ class RLParams(Params):
             raise self.fail("lr", self.lr, "a number > 0 where lr_head is 0 (nothing would train)")
         if self.overlong_buffer > self.max_new_tokens:
             raise self.fail("overlong_buffer", self.overlong_buffer, f"an integer <= max_new_tokens ({self.max_new_tokens})")
-        if not self.tasks:
-            raise self.fail("tasks", self.tasks, "at least one task")
+        if not self.curriculum:
+            raise self.fail("curriculum", [], "at least one phase")
 
     @property
     def algo(self) -> AlgorithmParams:

@@ -1,7 +1,12 @@
 """The RL driver: CISPO (or GRPO / DAPO) on verifiable tasks, one readable loop.
 
-    python -m tasks.train.rl.train --policy runs/sft/policy --output runs/rl [--params params.yaml]
+    python -m tasks.train.rl.train --policy runs/sft/policy --data data/rl --output runs/rl [--params params.yaml]
         [--set algorithm=grpo] [--set steps=40] [--set train_engine=deepspeed] ...
+
+Prompts come only from the RL data (``--data``: the ``rl_data`` stage's mix.parquet), drawn by the
+curriculum's phase weights (``rl.curriculum``, ``tasks.train.rl.data``); held-out evaluations, when
+``rl.eval_every`` asks for them, use its heldout.jsonl. The reward is the task's verifier score plus
+``rl.format_weight`` times the format reward, plus DAPO's overlong penalty.
 
 Rerunning with the same ``--output`` resumes from the last checkpoint. Each step: draw prompts,
 generate ``samples_per_prompt`` responses each with the rollout engine (keeping its log-probs), score
@@ -22,11 +27,13 @@ import torch
 from tqdm import tqdm
 
 from tasks.config import exits_cleanly, load, stage_parser
+from tasks.envs.base import format_reward
 from tasks.envs.params import EnvParams
-from tasks.envs.registry import get_tasks
+from tasks.envs.scoring import Scorer
 from tasks.train.checkpoint import latest_checkpoint, load_state, made_by, resume_from, rng_state, save_checkpoint, set_rng_state
 from tasks.train.rl.advantages import group_advantages
 from tasks.train.rl.config import RLParams
+from tasks.train.rl.data import RLData, draw_prompts, phase_at, phase_weights
 from tasks.train.rl.engines import make_rollout_engine, make_trainer
 from tasks.train.rl.losses import policy_loss
 from tasks.train.policy import encode_prompt, load_policy, resolve_device, save_policy
@@ -39,19 +46,14 @@ def seeded_generator(seed: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def draw_prompts(cfg: RLParams, tasks: dict, cursor: int, n: int) -> list[tuple[str, dict]]:
-    """Prompts ``cursor .. cursor + n - 1`` of the run's deterministic stream, as (task name, item)."""
-    names = list(cfg.tasks)
-    weights = [cfg.tasks[k].weight for k in names]
-    drawn = []
-    for i in range(cursor, cursor + n):
-        name = random.Random(f"{cfg.seed}-{i}").choices(names, weights)[0]
-        difficulty = cfg.tasks[name].difficulty
-        drawn.append((name, tasks[name].generate(1, seed=cfg.seed * 1_000_003 + i, difficulty=difficulty)[0]))
-    return drawn
+def reply_text(tok, tokens: list[int]) -> str:
+    """A sampled reply as text, special tokens kept (the answer tags) but the closing eos dropped."""
+    if tokens and tokens[-1] == tok.eos_token_id:
+        tokens = tokens[:-1]
+    return tok.decode(tokens, skip_special_tokens=False)
 
 
-def rollout(engine, tok, tasks, drawn, samples: int, params, generator, cfg: RLParams) -> list[dict]:
+def rollout(engine, tok, scorer: Scorer, drawn, samples: int, params, generator, cfg: RLParams) -> list[dict]:
     """Generate ``samples`` responses per prompt and score them; one dict per prompt (a group)."""
     prompts = [encode_prompt(tok, item["question"]) for _, item in drawn]
     out = engine.generate([p for p in prompts for _ in range(samples)], params, generator=generator)
@@ -59,9 +61,12 @@ def rollout(engine, tok, tasks, drawn, samples: int, params, generator, cfg: RLP
     for j, ((name, item), prompt) in enumerate(zip(drawn, prompts)):
         seqs = range(j * samples, (j + 1) * samples)
         responses = [out.tokens[k] for k in seqs]
-        scores = [tasks[name].verify(item, tok.decode(r, skip_special_tokens=False)) for r in responses]
+        texts = [reply_text(tok, r) for r in responses]
+        scores = [scorer.score(item, t) for t in texts]
         lengths = torch.tensor([len(r) for r in responses])
         penalty = overlong_penalty(lengths, cfg.max_new_tokens, cfg.overlong_buffer, cfg.algo.overlong_penalty)
+        formats = [format_reward(t) for t in texts]
+        shaped = [s + cfg.format_weight * f + float(p) for s, f, p in zip(scores, formats, penalty)]
         groups.append(
             {
                 "task": name,
@@ -70,7 +75,8 @@ def rollout(engine, tok, tasks, drawn, samples: int, params, generator, cfg: RLP
                 "logprobs": [out.logprobs[k] for k in seqs],
                 "finish": [out.finish_reasons[k] for k in seqs],
                 "scores": scores,
-                "rewards": [s + float(p) for s, p in zip(scores, penalty)],
+                "formats": formats,
+                "rewards": shaped,
             }
         )
     return groups
@@ -113,6 +119,7 @@ def rollout_metrics(groups: list[dict]) -> dict[str, float]:
         m[f"reward/{name}"] = float(np.mean([r for g in mine for r in g["rewards"]]))
         m[f"accuracy/{name}"] = float(np.mean([s >= 1.0 for g in mine for s in g["scores"]]))
     m["reward/mean"] = float(np.mean([r for g in groups for r in g["rewards"]]))
+    m["reward/format"] = float(np.mean([f for g in groups for f in g["formats"]]))
     m["accuracy/mean"] = float(np.mean([s >= 1.0 for g in groups for s in g["scores"]]))
     lengths = np.array([len(r) for g in groups for r in g["responses"]])
     m["length/mean"], m["length/p50"], m["length/p99"] = float(lengths.mean()), float(np.percentile(lengths, 50)), float(np.percentile(lengths, 99))
@@ -167,8 +174,8 @@ def update_policy(trainer, cfg: RLParams, data: dict[str, torch.Tensor], advanta
     return upd
 
 
-def evaluate(engine, tok, tasks, eval_sets: dict, cfg: RLParams, device: torch.device) -> dict[str, float]:
-    """Held-out accuracy per task: ``eval_samples`` samples per item at the eval temperature / top-p
+def evaluate(engine, tok, scorer: Scorer, eval_sets: dict, cfg: RLParams, device: torch.device) -> dict[str, float]:
+    """Held-out accuracy per family: ``eval_samples`` samples per item at the eval temperature / top-p
     (the report evaluates at temperature 1.0, top-p 0.95), averaged (pass@1)."""
     from model.generation import SamplingParams
 
@@ -183,14 +190,16 @@ def evaluate(engine, tok, tasks, eval_sets: dict, cfg: RLParams, device: torch.d
     m = {}
     for name, items in eval_sets.items():
         gen = seeded_generator(cfg.eval_seed, device)
-        groups = rollout(engine, tok, tasks, [(name, it) for it in items], cfg.eval_samples, params, gen, cfg)
+        groups = rollout(engine, tok, scorer, [(name, it) for it in items], cfg.eval_samples, params, gen, cfg)
         m[f"eval/accuracy/{name}"] = float(np.mean([s >= 1.0 for g in groups for s in g["scores"]]))
     m["eval/accuracy"] = float(np.mean(list(m.values())))
     return m
 
 
-def train_rl(cfg: RLParams, policy_dir: str | Path, out_dir: str | Path, envs: EnvParams) -> dict[str, float]:
-    """Run (or resume) RL from ``policy_dir`` into ``out_dir``; returns the last step's metrics.
+def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
+             envs: EnvParams) -> dict[str, float]:
+    """Run (or resume) RL from ``policy_dir`` on the RL data of ``data_dir`` into ``out_dir``;
+    returns the last step's metrics.
 
     Writes ``checkpoints/step_*/`` (all state), ``metrics.jsonl`` and, at the end, ``policy/`` (HF format).
     """
@@ -202,7 +211,13 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, out_dir: str | Path, envs: E
     model, tok = load_policy(policy_dir)
     device = resolve_device(cfg.device)
     model.to(device)
-    tasks = get_tasks(cfg.tasks, envs, where="rl.tasks")
+    rl_data = RLData.load(data_dir)
+    weights = phase_weights(cfg, rl_data)
+    for p, phase in enumerate(cfg.curriculum):
+        left_out = sorted(set(phase.weights) - set(weights[p]))
+        if left_out:
+            print(f"rl.curriculum[{p}]: no rows in {data_dir} for {', '.join(left_out)}; drawing from {sorted(weights[p])}")
+    scorer = Scorer(envs)
     out = Path(out_dir)
     G = cfg.samples_per_prompt
 
@@ -211,7 +226,7 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, out_dir: str | Path, envs: E
     per_rank = cfg.prompts_per_step // trainer.world_size
     state = {"step": 0, "cursor": 0, "run_id": None}
     # checkpoints count only if these params and this base policy made them; otherwise start afresh, saying why
-    made = made_by({"rl": cfg, "envs": envs}, {"policy": policy_dir})
+    made = made_by({"rl": cfg, "envs": envs}, {"policy": policy_dir, "data": data_dir})
     last = resume_from(out / "checkpoints", made) if trainer.is_main else None
     trainer.barrier()
     if not trainer.is_main:
@@ -235,14 +250,11 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, out_dir: str | Path, envs: E
         repetition_n=cfg.repetition_n,
         repetition_p=cfg.repetition_p,
     )
-    eval_sets = {
-        name: task.generate(cfg.eval_prompts, seed=cfg.eval_seed, difficulty=cfg.tasks[name].difficulty)
-        for name, task in tasks.items()
-    }
+    eval_sets = {family: items[: cfg.eval_prompts] for family, items in sorted(rl_data.heldout.items())}
     if state["step"] == 0 and cfg.eval_every > 0:
         module.eval()
         with torch.no_grad():
-            tracker.log(0, evaluate(engine, tok, tasks, eval_sets, cfg, device))
+            tracker.log(0, evaluate(engine, tok, scorer, eval_sets, cfg, device))
 
     metrics: dict[str, float] = {}
     for step in tqdm(range(state["step"], cfg.steps), initial=state["step"], total=cfg.steps, disable=not trainer.is_main, desc=run_name):
@@ -254,10 +266,10 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, out_dir: str | Path, envs: E
         rounds = 0
         with torch.no_grad():
             for rounds in range(1, (cfg.max_sampling_rounds if cfg.algo.dynamic_sampling else 1) + 1):
-                drawn = draw_prompts(cfg, tasks, state["cursor"], cfg.prompts_per_step)[trainer.rank :: trainer.world_size]
+                drawn = draw_prompts(cfg, weights, rl_data, state["cursor"], cfg.prompts_per_step, step)[trainer.rank :: trainer.world_size]
                 state["cursor"] += cfg.prompts_per_step
                 gen = seeded_generator(((cfg.seed * 100_003 + step) * 101 + rounds) * 1009 + trainer.rank, device)
-                groups = rollout(engine, tok, tasks, drawn, G, params, gen, cfg)
+                groups = rollout(engine, tok, scorer, drawn, G, params, gen, cfg)
                 sampled += groups
                 batch.add(groups, torch.tensor([g["rewards"] for g in groups]))
                 if trainer.all_true(batch.full):
@@ -292,6 +304,7 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, out_dir: str | Path, envs: E
         metrics.update(probability_health(data["infer_logprobs"], old_logprobs, mask))
         metrics["train/entropy"] = float((entropy * mask).sum() / mask.sum().clamp(min=1))
         metrics["rollout/rounds"] = rounds
+        metrics["curriculum/phase"] = phase_at(cfg, step)
         metrics["rollout/dropped_groups"] = batch.dropped
         metrics["rollout/filled_groups"] = filled
         metrics["perf/gen_tokens_per_s"] = gen_tokens / max(gen_seconds, 1e-9)
@@ -300,7 +313,7 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, out_dir: str | Path, envs: E
         if cfg.eval_every > 0 and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
             module.eval()
             with torch.no_grad():
-                metrics.update(evaluate(engine, tok, tasks, eval_sets, cfg, device))
+                metrics.update(evaluate(engine, tok, scorer, eval_sets, cfg, device))
         tracker.log(step + 1, metrics)
         state["step"] = step + 1
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
@@ -321,12 +334,13 @@ PARAMS = {"rl": RLParams, "envs": EnvParams}
 
 @exits_cleanly
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__, {"policy": "policy directory to start from (tasks.train.sft's output)"},
+    ap = stage_parser(__doc__, {"policy": "policy directory to start from (tasks.train.sft's output)",
+                                "data": "the RL data folder (tasks.curate.rl_data's output: mix.parquet, heldout.jsonl)"},
                       prog="python -m tasks.train.rl.train")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     loaded = load(args.params, PARAMS, args.set)
-    final = train_rl(loaded["rl"], args.policy, args.output, loaded["envs"])
+    final = train_rl(loaded["rl"], args.policy, args.data, args.output, loaded["envs"])
     print({k: round(v, 4) for k, v in final.items() if k.startswith(("eval/", "accuracy/", "reward/mean"))})
 
 
