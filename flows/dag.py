@@ -24,6 +24,7 @@ import ast
 import hashlib
 import json
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +40,9 @@ class Stage:
 
     name: str
     module: str
-    #: flag name -> path of each file or folder the stage reads (the flag is ``--<name>``)
-    inputs: dict[str, str] = field(default_factory=dict)
+    #: flag name -> path of each file or folder the stage reads (the flag is ``--<name>``); a tuple of
+    #: paths repeats the flag, one path each (``--policy a --policy b``)
+    inputs: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
     #: the file or folder the stage writes
     output: str = ""
     #: placed on a GPU worker at scale (Prefect tag "gpu"); runs on CPU at the tiny default
@@ -49,7 +51,8 @@ class Stage:
 
     @property
     def argv(self) -> list[str]:
-        flags = [x for name, path in self.inputs.items() for x in (f"--{name.replace('_', '-')}", path)]
+        flags = [x for name, paths in self.inputs.items() for path in _paths(paths)
+                 for x in (f"--{name.replace('_', '-')}", path)]
         return ["-m", self.module, *flags, "--output", self.output, "--params", PARAMS_FILE]
 
     @property
@@ -58,7 +61,7 @@ class Stage:
 
     @property
     def deps(self) -> tuple[str, ...]:
-        return tuple(self.inputs.values())
+        return tuple(path for paths in self.inputs.values() for path in _paths(paths))
 
     @property
     def outs(self) -> tuple[str, ...]:
@@ -73,6 +76,20 @@ class Stage:
         return declared_params(self.module, root)
 
 
+def _paths(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+_PARSE_LOCK = threading.Lock()
+
+
+def _parse(path: Path) -> ast.Module:
+    """``ast.parse`` of a file, one at a time: CPython 3.11's parser is not thread-safe (two Prefect
+    task threads fingerprinting at once failed with "AST constructor recursion depth mismatch")."""
+    with _PARSE_LOCK:
+        return ast.parse(path.read_text(), filename=str(path))
+
+
 def module_file(name: str, root: Path) -> Path | None:
     """The source file of module ``name`` under ``root`` (a package's ``__init__.py``), or None."""
     base = root.joinpath(*name.split("."))
@@ -84,7 +101,7 @@ def module_file(name: str, root: Path) -> Path | None:
 
 def _imported_names(path: Path, module: str) -> set[str]:
     """Absolute names of every module ``path`` may import (a ``from x import y`` adds ``x`` and ``x.y``)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = _parse(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -131,7 +148,7 @@ def declared_params(module: str, root: Path = ROOT) -> tuple[str, ...]:
     path = module_file(module, root)
     if path is None:
         raise ModuleNotFoundError(f"stage module {module!r} has no source file under {root}")
-    for node in ast.parse(path.read_text()).body:
+    for node in _parse(path).body:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
         if any(isinstance(t, ast.Name) and t.id == "PARAMS" for t in targets):
             if not isinstance(node.value, ast.Dict) or not all(isinstance(k, ast.Constant) for k in node.value.keys):

@@ -44,7 +44,9 @@ SECTIONS: dict[str, str] = {
     "sft": "tasks.train.sft:SFTParams",
     "calibrate": "tasks.curate.calibrate:CalibrateParams",
     "difficulty": "tasks.curate.difficulty:DifficultyParams",
+    "rl_data": "tasks.curate.rl_data:RLDataParams",
     "rl": "tasks.train.rl.config:RLParams",
+    "eval": "tasks.train.evaluate:EvalParams",
     "envs": "tasks.envs.params:EnvParams",
     "genrm": "tasks.envs.genrm.params:GenRMParams",
 }

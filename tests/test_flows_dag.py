@@ -273,3 +273,24 @@ def test_only_the_loader_reads_params_yaml():
                     any(isinstance(a, ast.Constant) and "params" in str(a.value) for a in node.args):
                 bad.append(f"{rel}:{node.lineno} open(params)")
     assert not bad, f"params.yaml must be read through tasks.config.load: {bad}"
+
+
+def test_the_recipe_runs_in_the_reports_order():
+    """raw -> clean -> dedup -> decontaminate -> questions; synlogic -> sft -> calibrate -> difficulty
+    -> rl_data -> rl -> eval, each stage reading the files of the one before."""
+    by = {s.name: s for s in STAGES}
+    up = {name: set(upstream(s, STAGES)) for name, s in by.items()}
+    chain = ["raw_math", "clean", "dedup", "decontaminate", "questions", "difficulty", "rl_data", "rl", "eval"]
+    for a, b in zip(chain, chain[1:]):
+        assert a in up[b], f"{b} does not read {a}'s output"
+    assert up["calibrate"] == {"sft"} and {"calibrate", "synlogic", "sft", "questions"} <= up["difficulty"]
+    assert up["rl"] == {"sft", "rl_data"}  # RL's prompts come from the RL data only
+    assert up["eval"] == {"rl_data", "sft", "rl"}
+    order = [s.name for s in topological(STAGES)]
+    assert order.index("calibrate") < order.index("difficulty") < order.index("rl_data") < order.index("rl") < order.index("eval")
+
+
+def test_a_tuple_of_paths_repeats_the_flag():
+    s = Stage("eval", "m", {"heldout": "h.jsonl", "policy": ("runs/sft/policy", "runs/rl/policy")}, "runs/eval")
+    assert s.argv[:8] == ["-m", "m", "--heldout", "h.jsonl", "--policy", "runs/sft/policy", "--policy", "runs/rl/policy"]
+    assert s.deps == ("h.jsonl", "runs/sft/policy", "runs/rl/policy")
