@@ -31,7 +31,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.dag import PARAMS_FILE, ROOT, Stage, fingerprint, topological, upstream
-from flows.stages import STAGES
+from flows.stages import STAGES, SUMMARY
 from tasks.config import check_sections, exits_cleanly
 
 STAMPS = Path("runs/stamps")
@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     only = [s for s in args.only.split(",") if s] or None
     full_pipeline(only=only, force=args.force)
+    if (ROOT / SUMMARY).exists():  # the run ends with the held-out accuracy of its policies
+        print(f"\n{SUMMARY}:\n{(ROOT / SUMMARY).read_text()}")
     return 0
 
 

@@ -11,6 +11,8 @@ from flows.dag import Stage
 
 RAW = "data/raw/math"
 CUR = "data/curated"
+#: printed at the end of a pipeline run: the eval stage's table
+SUMMARY = "runs/eval/table.md"
 
 STAGES: list[Stage] = [
     Stage("raw_math", "tasks.curate.synth", output=RAW,
