@@ -8,35 +8,40 @@ At scale (README): ``prefect server start``, ``prefect work-pool create m1-cpu -
 ``prefect deploy --all`` (reads prefect.yaml), a worker per pool, then
 ``prefect deployment run m1/full-pipeline``.
 
-Resume: each stage writes a stamp (``runs/stamps/<stage>.json``) holding the fingerprint of its
-command, dependency files and params when it succeeds. A rerun skips stages whose fingerprint is
-unchanged and whose outputs exist, so after a failure only the failed stage and those below it run;
-long stages (SFT, RL) resume inside from their own checkpoints. Each finished stage is also recorded
-in dvc.lock and the DVC cache (``dvc commit``), so ``dvc status`` / ``dvc repro`` agree with the flow.
+Resume (``flows.runner``): a stage that succeeds writes a stamp (``runs/stamps/<stage>.json``) with
+the fingerprint of its command, code, inputs and params and the hash of every output file. A rerun
+skips stages whose fingerprint is unchanged and whose outputs are intact, so after a failure only
+the failed stage and those below it run; a stage writes to a partial folder that replaces its output
+only when complete, and long stages (SFT, RL) resume from their checkpoints inside it. Each finished
+stage is also recorded in dvc.lock and the DVC cache (``dvc commit``), so ``dvc status`` / ``dvc
+repro`` agree with the flow, and in MLflow: one parent run per pipeline run, a nested run per stage
+(``flows.mlflow_runs``). Two flows in one folder do not run the same stage at once (a lock per stage).
+
+Without ``PREFECT_API_URL``, ``main`` starts Prefect's temporary API server itself, through
+``flows.guard``, so that a ``kill -9`` of the flow takes the server (and every stage) with it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import socket
 import subprocess
 import sys
-import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import flows  # noqa: F401  (sets tool-state locations before prefect is imported)
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.dag import PARAMS_FILE, ROOT, Stage, fingerprint, topological, upstream
+from flows import mlflow_runs
+from flows.dag import PARAMS_FILE, ROOT, Stage, topological, upstream
+from flows.runner import execute_stage, guarded
 from flows.stages import STAGES, SUMMARY
 from tasks.config import check_sections, exits_cleanly
-
-STAMPS = Path("runs/stamps")
-LOGS = Path("runs/logs")
-_DVC_LOCK = threading.Lock()  # one `dvc commit` at a time: DVC holds a repository lock
 
 
 def _stage(name: str) -> Stage:
@@ -46,85 +51,11 @@ def _stage(name: str) -> Stage:
     raise KeyError(f"no stage named {name!r}; stages: {', '.join(s.name for s in STAGES)}")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def stage_is_current(stage: Stage, root: Path = ROOT) -> bool:
-    """True when the stage's stamp matches its fingerprint now and every output exists."""
-    stamp = root / STAMPS / f"{stage.name}.json"
-    if not stamp.exists():
-        return False
-    recorded = json.loads(stamp.read_text()).get("fingerprint")
-    return recorded == fingerprint(stage, root) and all((root / o).exists() for o in stage.outs)
-
-
-def execute_stage(stage: Stage, root: Path = ROOT, force: bool = False, echo=print) -> dict:
-    """Run one stage's command in ``root``, teeing its output to ``runs/logs/<stage>.log``.
-
-    Skips a stage that is current (see ``stage_is_current``) unless ``force``. Raises with the log's
-    tail when the command fails; the stamp is written only on success, so a rerun retries it.
-    """
-    if not force and stage_is_current(stage, root):
-        echo(f"[{stage.name}] up to date, skipped")
-        return {"stage": stage.name, "skipped": True, "seconds": 0.0}
-    fp = fingerprint(stage, root)
-    log_path = root / LOGS / f"{stage.name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    echo(f"[{stage.name}] {stage.cmd}")
-    t0 = time.time()
-    tail: list[str] = []
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, *stage.argv], cwd=root, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            tail = (tail + [line.rstrip()])[-20:]
-            echo(f"[{stage.name}] {line.rstrip()}")
-        rc = proc.wait()
-    seconds = time.time() - t0
-    if rc != 0:
-        raise RuntimeError(
-            f"stage {stage.name!r} failed with exit code {rc} after {seconds:.1f}s; "
-            f"log: {log_path}\n" + "\n".join(tail)
-        )
-    if (root / ".dvc").is_dir():
-        record_in_dvc(stage, root)
-    _atomic_write(
-        root / STAMPS / f"{stage.name}.json",
-        json.dumps({"stage": stage.name, "fingerprint": fp, "seconds": seconds, "cmd": stage.cmd}),
-    )
-    return {"stage": stage.name, "skipped": False, "seconds": seconds}
-
-
-def record_in_dvc(stage: Stage, root: Path = ROOT) -> None:
-    """Record the stage's dependencies and outputs in dvc.lock and the DVC cache (``dvc commit``).
-
-    dvc.lock must not be git-ignored (DVC refuses); commit it to pin a data version.
-
-    After a Prefect run, ``dvc status`` is clean and ``dvc repro`` finds nothing to do: the datasets
-    are versioned whichever runner produced them.
-    """
-    with _DVC_LOCK:
-        done = subprocess.run(
-            [sys.executable, "-m", "dvc", "commit", "--force", "--quiet", stage.name],
-            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-    if done.returncode != 0:
-        raise RuntimeError(f"stage {stage.name!r}: `dvc commit` failed:\n{done.stdout.strip()}")
-
-
 @task(name="stage", task_run_name="{name}", cache_policy=NO_CACHE)
-def run_stage(name: str, force: bool = False, root: str = str(ROOT)) -> dict:
+def run_stage(name: str, force: bool = False, root: str = str(ROOT), parent_run: str | None = None) -> dict:
     """A Prefect task around ``execute_stage``: returns small metadata, never data."""
     logger = get_run_logger()
-    return execute_stage(_stage(name), root=Path(root), force=force, echo=logger.info)
+    return execute_stage(_stage(name), root=Path(root), force=force, echo=logger.info, parent_run=parent_run)
 
 
 @flow(name="m1", log_prints=True)
@@ -140,18 +71,76 @@ def full_pipeline(only: list[str] | None = None, force: bool = False, root: str 
     selected = [s for s in STAGES if not only or s.name in only]
     # every section the stages read is checked before the first one starts, not when the fifth does
     check_sections(Path(root) / PARAMS_FILE, sorted({k for s in selected for k in s.params(Path(root))}))
-    futures = {}
-    for s in topological(STAGES):
-        if only and s.name not in only:
-            continue
-        wait_for = [futures[u] for u in upstream(s, STAGES) if u in futures]
-        tags = ["gpu"] if s.gpu else ["cpu"]
-        futures[s.name] = run_stage.with_options(tags=tags).submit(s.name, force, root, wait_for=wait_for)
-    results = [f.result() for f in futures.values()]
+    tags = {"m1.only": ",".join(only) if only else "all", "m1.force": str(force)}
+    with mlflow_runs.pipeline_run(Path(root), selected, tags) as parent:
+        futures = {}
+        for s in topological(STAGES):
+            if only and s.name not in only:
+                continue
+            wait_for = [futures[u] for u in upstream(s, STAGES) if u in futures]
+            kind = ["gpu"] if s.gpu else ["cpu"]
+            futures[s.name] = run_stage.with_options(tags=kind).submit(s.name, force, root, parent, wait_for=wait_for)
+        results = [f.result() for f in futures.values()]
     for r in results:
         took = "skipped (current)" if r["skipped"] else f"{r['seconds']:.1f}s"
         print(f"{r['stage']:>16}: {took}")
     return results
+
+
+@contextmanager
+def prefect_api() -> Iterator[None]:
+    """Prefect's API for this process: ``PREFECT_API_URL`` when set, else a temporary server that dies
+    with this process. It is the server Prefect would start itself (``SubprocessASGIServer``: the
+    same uvicorn command and settings), but Prefect's is left running, orphaned, by a ``kill -9``."""
+    import prefect
+    from prefect.settings import (PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+                                  get_current_settings, temporary_settings)
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, **get_current_settings().to_environment_variables(exclude_unset=True),
+           "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    server = subprocess.Popen(guarded([
+        sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+        "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+        "--log-level", "error", "--lifespan", "on"]), env=env)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        import httpx
+
+        deadline = time.time() + PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"Prefect's API server exited with status {server.returncode} while starting")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"Prefect's API server did not answer on {url} within "
+                                   f"{PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()} s")
+            time.sleep(0.2)
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            try:
+                yield
+            finally:  # the flow's last logs and events go out before the server stops
+                from prefect.events.worker import EventsWorker
+                from prefect.logging.handlers import APILogWorker
+
+                APILogWorker.drain_all(timeout=5)
+                EventsWorker.drain_all(timeout=5)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 @exits_cleanly
@@ -161,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
     only = [s for s in args.only.split(",") if s] or None
-    full_pipeline(only=only, force=args.force)
+    with prefect_api():
+        full_pipeline(only=only, force=args.force)
     if (ROOT / SUMMARY).exists():  # the run ends with the held-out accuracy of its policies
         print(f"\n{SUMMARY}:\n{(ROOT / SUMMARY).read_text()}")
     return 0

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from flows.dag import ROOT, Stage, fingerprint, to_dvc, topological, upstream
-from flows.full_pipeline import execute_stage, stage_is_current
+from flows.runner import execute_stage, stage_is_current
 from flows.stages import STAGES
 
 
@@ -55,9 +55,10 @@ def project(tmp_path: Path) -> Path:
         import pathlib, sys, yaml
         PARAMS = {"raw_math": None}
         n = yaml.safe_load(open("params.yaml"))["raw_math"]["n_base"]
-        pathlib.Path("out").mkdir(exist_ok=True)
+        out = pathlib.Path(sys.argv[sys.argv.index("--output") + 1])
+        out.parent.mkdir(parents=True, exist_ok=True)
         text = open("in.txt").read() * n
-        pathlib.Path("out/a.txt").write_text(text)
+        out.write_text(text)
         with open("runs.log", "a") as f:
             f.write("a\\n")
         if "FAIL" in text:
@@ -96,18 +97,20 @@ def _two_stage_project(tmp_path: Path) -> list[Stage]:
     (tmp_path / "params.yaml").write_text("{}\n")
     (tmp_path / "seed.txt").write_text("1\n")
     (tmp_path / "first.py").write_text(textwrap.dedent("""
-        import pathlib
+        import pathlib, sys
         with open("calls.log", "a") as f:
             f.write("first\\n")
-        pathlib.Path("a.txt").write_text(open("seed.txt").read() + "first\\n")
+        out = pathlib.Path(sys.argv[sys.argv.index("--output") + 1])
+        out.write_text(open("seed.txt").read() + "first\\n")
     """))
     (tmp_path / "second.py").write_text(textwrap.dedent("""
-        import os, pathlib, time
+        import os, pathlib, sys, time
         with open("calls.log", "a") as f:
             f.write("second\\n")
         if os.path.exists("hang"):
             time.sleep(600)
-        pathlib.Path("b.txt").write_text(open("a.txt").read() + "second\\n")
+        out = pathlib.Path(sys.argv[sys.argv.index("--output") + 1])
+        out.write_text(open("a.txt").read() + "second\\n")
     """))
     return [
         Stage("first", "first", {"seed": "seed.txt"}, "a.txt"),
@@ -131,7 +134,7 @@ def test_killed_pipeline_resumes_at_the_interrupted_stage(tmp_path: Path):
         sys.path.insert(0, {str(ROOT)!r})
         from pathlib import Path
         from flows.dag import Stage
-        from flows.full_pipeline import execute_stage
+        from flows.runner import execute_stage
         root = Path({str(tmp_path)!r})
         stages = [
             Stage("first", "first", {{"seed": "seed.txt"}}, "a.txt"),
