@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -112,7 +113,8 @@ def probability_health(infer_logprobs: torch.Tensor, train_logprobs: torch.Tenso
 
 
 def rollout_metrics(groups: list[dict]) -> dict[str, float]:
-    """Reward and accuracy per task, response length mean / p50 / p99, finish-reason fractions."""
+    """Reward, accuracy and mean reply length per task, reply length mean / p50 / p99, finish-reason
+    fractions, and the perplexity of the generated tokens."""
     m: dict[str, float] = {}
     for name in sorted({g["task"] for g in groups}):
         mine = [g for g in groups if g["task"] == name]
@@ -123,6 +125,11 @@ def rollout_metrics(groups: list[dict]) -> dict[str, float]:
     m["accuracy/mean"] = float(np.mean([s >= 1.0 for g in groups for s in g["scores"]]))
     lengths = np.array([len(r) for g in groups for r in g["responses"]])
     m["length/mean"], m["length/p50"], m["length/p99"] = float(lengths.mean()), float(np.percentile(lengths, 50)), float(np.percentile(lengths, 99))
+    for name in sorted({g["task"] for g in groups}):
+        m[f"length/{name}"] = float(np.mean([len(r) for g in groups if g["task"] == name for r in g["responses"]]))
+    # perplexity of the generated tokens under the sampling distribution (length extension's indicator)
+    logprobs = [lp for g in groups for seq in g["logprobs"] for lp in seq]
+    m["rollout/perplexity"] = float(np.exp(-np.mean(logprobs))) if logprobs else float("nan")
     reasons = [f for g in groups for f in g["finish"]]
     for reason in ("eos", "length", "repetition"):
         m[f"finish/{reason}"] = reasons.count(reason) / len(reasons)
@@ -197,11 +204,19 @@ def evaluate(engine, tok, scorer: Scorer, eval_sets: dict, cfg: RLParams, device
 
 
 def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
-             envs: EnvParams) -> dict[str, float]:
+             envs: EnvParams, *, init: str | Path | None = None,
+             stop: Callable[[int, dict[str, float]], str | None] | None = None) -> dict[str, float]:
     """Run (or resume) RL from ``policy_dir`` on the RL data of ``data_dir`` into ``out_dir``;
     returns the last step's metrics.
 
     Writes ``checkpoints/step_*/`` (all state), ``metrics.jsonl`` and, at the end, ``policy/`` (HF format).
+
+    ``init``: a checkpoint of another run (``checkpoints/step_*``) to continue from when ``out_dir``
+    has none of its own: its weights, optimizer and warmup state, step and prompt cursor (length
+    extension continues the RL run this way). ``stop(step, metrics)``: called on the main rank after
+    each step's rollout metrics (it may add entries to them before they are logged); a reason ends the
+    run after evaluating (``eval_every`` > 0) and checkpointing that step, and the reason is kept in
+    the checkpoint, so a resumed run stops there too.
     """
     from model.generation import SamplingParams
 
@@ -226,7 +241,7 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
     per_rank = cfg.prompts_per_step // trainer.world_size
     state = {"step": 0, "cursor": 0, "run_id": None}
     # checkpoints count only if these params and this base policy made them; otherwise start afresh, saying why
-    made = made_by({"rl": cfg, "envs": envs}, {"policy": policy_dir, "data": data_dir})
+    made = made_by({"rl": cfg, "envs": envs}, {"policy": policy_dir, "data": data_dir, **({"init": init} if init else {})})
     last = resume_from(out / "checkpoints", made) if trainer.is_main else None
     trainer.barrier()
     if not trainer.is_main:
@@ -235,6 +250,10 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
         trainer.load(last)
         state = load_state(last)
         set_rng_state(state["rng"])
+    elif init is not None:
+        trainer.load(Path(init))
+        begun = load_state(init)
+        state.update(step=begun["step"], cursor=begun["cursor"])
     module = trainer.module
     run_name = cfg.run_name or f"{cfg.algorithm}-seed{cfg.seed}"
     tracker = RunTracker(
@@ -257,7 +276,8 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
             tracker.log(0, evaluate(engine, tok, scorer, eval_sets, cfg, device))
 
     metrics: dict[str, float] = {}
-    for step in tqdm(range(state["step"], cfg.steps), initial=state["step"], total=cfg.steps, disable=not trainer.is_main, desc=run_name):
+    end = state["step"] if state.get("stopped") else cfg.steps
+    for step in tqdm(range(state["step"], end), initial=state["step"], total=cfg.steps, disable=not trainer.is_main, desc=run_name):
         # 1. rollouts, with dynamic sampling: draw rounds of prompts until enough informative groups
         module.eval()
         t0 = time.perf_counter()
@@ -310,18 +330,24 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
         metrics["perf/gen_tokens_per_s"] = gen_tokens / max(gen_seconds, 1e-9)
         metrics["perf/train_tokens_per_s"] = float(data["attn"].sum()) / max(train_seconds, 1e-9)
         metrics["reward/mean_all_ranks"] = trainer.mean(metrics["reward/mean"])
-        if cfg.eval_every > 0 and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+        if stop is not None:
+            reason = stop(step + 1, metrics) if trainer.is_main else None
+            if trainer.mean(float(reason is not None)) > 0:
+                state["stopped"] = reason or "stopped on the main rank"
+        if cfg.eval_every > 0 and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or state.get("stopped")):
             module.eval()
             with torch.no_grad():
                 metrics.update(evaluate(engine, tok, scorer, eval_sets, cfg, device))
         tracker.log(step + 1, metrics)
         state["step"] = step + 1
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps or state.get("stopped"):
             state.update(rng=rng_state(), run_id=tracker.run_id)
             save_checkpoint(
                 out / "checkpoints", step + 1, dict(state), trainer.save, made=made,
                 keep=cfg.keep_checkpoints, is_main=trainer.is_main, barrier=trainer.barrier,
             )
+        if state.get("stopped"):
+            break
 
     if trainer.is_main:
         save_policy(module, tok, out / "policy")
