@@ -41,6 +41,7 @@ LOCK = Path("runs/.pipeline.lock")  # held by a live flow: its parent run is not
 ARTIFACT_SUFFIXES = (".png", ".svg", ".pdf", ".html", ".md", ".csv", ".json")
 #: folders not logged as plain artifacts: resume state, and the policy (logged as a model)
 SKIP_FOLDERS = ("checkpoints", "policy", "tokenizer")
+SKIP_FILES = ("mlflow_run.json",)  # the tracker's own bookkeeping
 
 
 def flatten(tree: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
@@ -182,7 +183,7 @@ def stage_done(parent_id: str, run_id: str, stage: Stage, root: Path) -> None:
     log_metrics(client, run_id, report_numbers(out), step=0)  # a training stage's steps are logged already
     for f in sorted(out.rglob("*")) if out.is_dir() else []:
         rel = f.relative_to(out)
-        if f.is_file() and f.suffix in ARTIFACT_SUFFIXES and rel.parts[0] not in SKIP_FOLDERS:
+        if f.is_file() and f.suffix in ARTIFACT_SUFFIXES and rel.parts[0] not in SKIP_FOLDERS and f.name not in SKIP_FILES:
             client.log_artifact(run_id, str(f), artifact_path=str(rel.parent) if rel.parent.parts else None)
     if (out / "policy" / "config.json").is_file():
         with mlflow.start_run(run_id=run_id):

@@ -184,6 +184,7 @@ def test_flow_logs_one_parent_run_with_a_nested_run_per_stage(policy, tmp_path, 
     assert sorted(a.path for a in client.list_artifacts(data_run.info.run_id)) == ["histogram.png", "report.json"]
     # the training stage: RunTracker logged its steps into the stage's run; the policy is a model
     assert _history_steps(client, train_run.info.run_id)["loss"] == [1, 2, 3]
+    assert client.list_artifacts(train_run.info.run_id) == []  # not the tracker's mlflow_run.json
     assert train_run.info.status == "FINISHED"
     models = client.search_logged_models([train_run.info.experiment_id],
                                          filter_string=f"source_run_id = '{train_run.info.run_id}'")
