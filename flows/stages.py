@@ -39,8 +39,13 @@ STAGES: list[Stage] = [
     Stage("rl_data", "tasks.curate.rl_data",
           {"graded": f"{CUR}/difficulty", "benchmark": f"{RAW}/benchmark.jsonl"}, "data/rl",
           description="the mixed RL dataset, decontaminated against every held-out set, and the held-out sets"),
-    Stage("rl", "tasks.train.rl.train", {"policy": "runs/sft/policy", "data": "data/rl"}, "runs/rl", gpu=True,
-          description="CISPO on the RL data by the curriculum's phases (phase 1: rule-verified tasks)"),
+    Stage("genrm", "tasks.envs.genrm.stage", {"policy": "runs/sft/policy"}, "runs/genrm", gpu=True,
+          description="GenRM: label judge data, fine-tune the judge, measure it (accuracy, swap agreement, "
+                      "best-of-N, longer-wins); Swiss-round references for the general tasks"),
+    Stage("rl", "tasks.train.rl.train", {"policy": "runs/sft/policy", "data": "data/rl", "genrm": "runs/genrm"},
+          "runs/rl", gpu=True,
+          description="CISPO on the RL data by the curriculum's phases (rule-verified tasks, then GenRM-judged "
+                      "general tasks mixed in)"),
     Stage("eval", "tasks.train.evaluate",
           {"heldout": "data/rl/heldout.jsonl", "policy": ("runs/sft/policy", "runs/rl/policy")}, "runs/eval", gpu=True,
           description="held-out accuracy per task family of each policy, 95% intervals; table and plot"),

@@ -287,7 +287,8 @@ def test_the_recipe_runs_in_the_reports_order():
     for a, b in zip(chain, chain[1:]):
         assert a in up[b], f"{b} does not read {a}'s output"
     assert up["calibrate"] == {"sft"} and {"calibrate", "synlogic", "sft", "questions"} <= up["difficulty"]
-    assert up["rl"] == {"sft", "rl_data"}  # RL's prompts come from the RL data only
+    # RL's prompts come from the RL data, and the general tasks' items with the judge that scores them from genrm
+    assert up["rl"] == {"sft", "rl_data", "genrm"} and up["genrm"] == {"sft"}
     assert up["eval"] == {"rl_data", "sft", "rl"}
     order = [s.name for s in topological(STAGES)]
     assert order.index("calibrate") < order.index("difficulty") < order.index("rl_data") < order.index("rl") < order.index("eval")

@@ -106,10 +106,11 @@ def test_online_judge_fires_logs_recalibrates_and_resumes(tmp_path, word_judge):
                                   "train": {"model": TINY_LLAMA, "recalibrate_steps": 2, "recalibrate_examples": 8,
                                             "batch_size": 4}, "data": {"max_pad": 1}})
     online = OnlineJudge(p, genrm, tmp_path / "rl")
-    tasks = online.bind({"open_prompt": OPEN_PROMPT})
-    drawn = [("open_prompt", it) for it in tasks["open_prompt"].generate(2, seed=1, difficulty=1)]
-    texts = [["<answer>good</answer>", "<answer>bad</answer>", "no answer"]] * 2
-    scores = online.score(tasks, drawn, texts, [[5, 9, 3]] * 2, observe=True)
+    assert [it["id"] for it in online.rows()["open_prompt"]] == [it["id"] for it in items]
+    drawn = [("open_prompt", it) for it in online.rows()["open_prompt"]]
+    drawn.append(("arithmetic", {"question": "1+1=", "answer": "2"}))  # not judged: scored by its rule
+    texts = [["<answer>good</answer>", "<answer>bad</answer>", "no answer"]] * 3
+    scores = online.score(drawn, texts, [[5, 9, 3]] * 3, observe=True)
     assert sorted(scores) == [0, 1] and all(len(s) == 3 and s[2] == 0.0 for s in scores.values())
     metrics, event = online.end_step(0)
     assert event is None and metrics["genrm/judge/prompts"] == 8 and metrics["genrm/judge/prompts_per_s"] > 0

@@ -9,10 +9,9 @@
 
 Items carry ``metadata.candidates``: answers of mixed quality from several "sources" (the world's
 reply writer at different quality tiers); an item's reference ``answer`` is the winner of a
-Swiss-round tournament among them under the judge (``choose_references``). A task needs a judge to
-score: bind one with ``task.with_judge(judge, general_params, pool=...)`` (the RL stage does, with
-the reference pool the ``genrm`` stage wrote); ``pool`` items are then drawn instead of fresh ones.
-``judge_batch`` / ``verify_batch`` judge a whole batch in one call; a reply the judge did not score
+Swiss-round tournament among them under the judge (``choose_references``; the ``genrm`` stage
+writes a pool of such items for RL). A task needs a judge to score: bind one with
+``task.with_judge(judge, general_params)`` (the RL stage's ``OnlineJudge`` does). ``judge_batch`` / ``verify_batch`` judge a whole batch in one call; a reply the judge did not score
 (malformed or position-inconsistent verdicts) gets None, which the RL loop turns into a zero
 advantage (``verify`` returns NaN). A reply without an ``<answer>`` tag scores 0 by rule and is not
 judged.
@@ -98,18 +97,17 @@ def chat_reply(topic: str, answer: str) -> str:
 
 
 class _GeneralTask:
-    """Shared parts: candidates, the judge binding, the reference pool, batched judging."""
+    """Shared parts: candidates, the judge binding, batched judging."""
 
     name = ""
     difficulty_range = (1, 1)
 
-    def __init__(self, judge=None, params: GeneralParams | None = None, pool: list[Item] | None = None):
+    def __init__(self, judge=None, params: GeneralParams | None = None):
         self.judge, self.params = judge, params or GeneralParams()
-        self.pool = [it for it in pool or [] if it.get("task") in (None, self.name)]
 
-    def with_judge(self, judge, params: GeneralParams, pool: list[Item] | None = None):
-        """This task scored by ``judge``; items drawn from ``pool`` (references already chosen)."""
-        return type(self)(judge, params, pool)
+    def with_judge(self, judge, params: GeneralParams):
+        """This task scored by ``judge`` with the reward settings ``params``."""
+        return type(self)(judge, params)
 
     def _check(self, difficulty: int) -> None:
         lo, hi = self.difficulty_range
@@ -132,13 +130,9 @@ class _GeneralTask:
         return out
 
     def generate(self, n: int, seed: int, difficulty: int) -> list[Item]:
-        """``n`` items; from the pool when one is bound, else fresh (references chosen by a Swiss
-        round when a judge is bound, else left empty: such items cannot be scored yet)."""
+        """``n`` items; their references are chosen by a Swiss round when a judge is bound, else
+        left empty (such items cannot be scored until ``choose_references`` fills them)."""
         self._check(difficulty)
-        if self.pool:
-            rng = random.Random(f"{self.name}-pool-{seed}-{difficulty}")
-            fitting = [it for it in self.pool if it["difficulty"] == difficulty] or self.pool
-            return [dict(rng.choice(fitting)) for _ in range(n)]
         items = [self.make_item(random.Random(f"{self.name}|{seed}|{difficulty}|{i}"), f"{seed}-{i}", difficulty)
                  for i in range(n)]
         if self.judge is not None:
@@ -170,7 +164,7 @@ class _GeneralTask:
         against their items' references in one ``Judge.against`` call (both positions)."""
         if self.judge is None:
             raise ValueError(f"task {self.name!r} is scored by the generative judge: bind one with "
-                             f"task.with_judge(judge, genrm.general params) (the RL stage loads --genrm)")
+                             f"task.with_judge(judge, genrm.general params) (the RL stage's OnlineJudge)")
         answers = [extract_answer(r) for r in responses]
         judged = [i for i, a in enumerate(answers) if a]
         for i in judged:

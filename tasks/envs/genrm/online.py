@@ -2,9 +2,9 @@
 online length-bias monitor, reward shaping, and recalibration when the monitor fires.
 
     online = OnlineJudge(genrm_params, "runs/genrm", "runs/rl")
-    tasks = online.bind(tasks)                                  # general tasks scored by the judge
-    scores = online.score(tasks, drawn, texts, lengths, observe=True)   # {group index: rewards}
-    metrics, event = online.end_step(step)                      # monitor reading, judge throughput
+    rows = online.rows()                                 # {task: items}: the stage's Swiss-referenced pool
+    scores = online.score(drawn, texts, lengths, observe=True)   # {group index: rewards} of judged tasks
+    metrics, event = online.end_step(step)               # monitor reading, judge throughput, recalibration
 
 ``score`` judges every general-task reply of a rollout in one batched call per task, shapes the judge
 scores (``LengthBiasMonitor.shape``), combines them with the rule part, and fills replies the judge
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from tasks.envs.genrm.finetune import recalibrate
+from tasks.envs.genrm.general import INSTRUCT, OPEN_PROMPT
 from tasks.envs.genrm.judge import Judge
 from tasks.envs.genrm.monitor import Judged, LengthBiasMonitor
 from tasks.envs.genrm.params import GenRMParams
@@ -53,6 +54,7 @@ class OnlineJudge:
         self.judge_dir = Path(genrm_dir) / "judge" / "policy"
         self.pool = read_pool(Path(genrm_dir) / "general.jsonl")
         self.judge = Judge.load(self.judge_dir, params.judge)
+        self.tasks = {t.name: t.with_judge(self.judge, params.general) for t in (OPEN_PROMPT, INSTRUCT)}
         self.monitor = LengthBiasMonitor(params.monitor)
         self.out = Path(out_dir) / "genrm"
         self.pending: list[Judged] = []
@@ -60,23 +62,25 @@ class OnlineJudge:
         self.recalibrations = 0
         self._mark = (0, 0.0, 0)
 
-    def bind(self, tasks: dict[str, Any]) -> dict[str, Any]:
-        """``tasks`` with every judge-scored task bound to this judge and the stage's reference pool."""
-        return {name: task.with_judge(self.judge, self.params.general, self.pool) if hasattr(task, "with_judge")
-                else task for name, task in tasks.items()}
+    def rows(self) -> dict[str, list[dict[str, Any]]]:
+        """The stage's general items by task, references chosen: RL prompts of the judged tasks."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for item in self.pool:
+            out.setdefault(item["task"], []).append(item)
+        return out
 
-    def score(self, tasks: dict[str, Any], drawn: list[tuple[str, dict]], texts: list[list[str]],
-              lengths: list[list[int]], *, observe: bool) -> dict[int, list[float]]:
+    def score(self, drawn: list[tuple[str, dict]], texts: list[list[str]], lengths: list[list[int]], *,
+              observe: bool) -> dict[int, list[float]]:
         """Rewards of the groups whose task the judge scores, by group index: one judging call per
         task; judge scores shaped against length, combined with the rules, unscored replies filled.
         ``observe``: the replies enter the monitor's window (training rollouts, not evaluation)."""
         by_task: dict[str, list[int]] = defaultdict(list)
         for j, (name, _) in enumerate(drawn):
-            if hasattr(tasks[name], "judge_batch"):
+            if name in self.tasks:
                 by_task[name].append(j)
         out: dict[int, list[float]] = {}
         for name, groups in by_task.items():
-            task = tasks[name]
+            task = self.tasks[name]
             scored = task.judge_batch([drawn[j][1] for j in groups for _ in texts[j]], [t for j in groups for t in texts[j]])
             k = 0
             for j in groups:
@@ -135,4 +139,4 @@ class OnlineJudge:
         self.recalibrations = state["recalibrations"]
         if Path(state["judge_dir"]) != self.judge_dir:
             self.judge_dir = Path(state["judge_dir"])
-            self.judge.swap(self.judge_dir)
+            self.judge.swap(self.judge_dir)  # the bound tasks hold this same judge object

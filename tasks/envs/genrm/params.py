@@ -22,10 +22,10 @@ class JudgeDataParams(Params):
     SECTION: ClassVar[str] = "genrm.data"
     grade_examples: int = param(2400, ge=1, help="grade-mode training examples (verifiable answers vs reference)")
     pair_examples: int = param(2400, ge=2, help="pairwise training examples (counted per position)")
-    length_share: float = param(0.35, ge=0.0, le=1.0, help="share of pairs that differ in length only "
+    length_share: float = param(0.25, ge=0.0, le=1.0, help="share of pairs that differ in length only "
                                                            "(equal quality: verdict 0)")
-    adversarial_share: float = param(0.15, ge=0.0, le=1.0, help="share of pairs where the longer reply is the "
-                                                                "worse one (report 4.2.2: adversarial examples)")
+    adversarial_share: float = param(0.2, ge=0.0, le=1.0, help="share of pairs where the longer reply is the "
+                                                               "worse one (report 4.2.2: adversarial examples)")
     max_pad: int = param(4, ge=1, help="most filler or repeated sentences added when padding a reply")
     arithmetic_difficulty: tuple[int, ...] = param((1, 2, 3), ge=1, help="arithmetic difficulties of graded answers")
     math_share: float = param(0.2, ge=0.0, le=1.0, help="share of graded answers from the math task (LaTeX "
@@ -50,7 +50,7 @@ class JudgeTrainParams(Params):
                                   help="judge spec: {arch: m1, preset: tiny} or {arch: llama | qwen2, <config fields>}")
     init: str = param("", help="a policy directory to fine-tune instead of a fresh model (any HF causal LM)")
     vocab_size: int = param(1024, ge=263, help="a fresh judge's BPE vocabulary, trained on the judge data")
-    steps: int = param(300, ge=1, help="optimizer steps (about 3 min on 2 CPU cores, tiny preset)")
+    steps: int = param(250, ge=1, help="optimizer steps (tiny preset: about 0.7 s each on 2 idle CPU cores)")
     batch_size: int = param(32, ge=1, help="judging examples per optimizer step")
     lr: float = param(2e-3, gt=0.0, help="peak learning rate")
     warmup_steps: int = param(20, ge=0, help="linear warmup steps")

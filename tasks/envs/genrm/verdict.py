@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from tasks.envs.base import extract_answer
+
 GRADE_VALUES = (1, 2, 3, 4, 5)
 PAIR_VALUES = (-1, 0, 1)
 
@@ -26,9 +28,13 @@ _INT = re.compile(r"[+-]?\d+")
 
 
 def grade_prompt(question: str, reference: str, response: str) -> str:
-    """The grade-mode prompt: how far the response's final answer agrees with the reference."""
+    """The grade-mode prompt: how far the response's final answer agrees with the reference. The
+    response's final answer is quoted again, then the reference, next to the judge's reply: a small
+    model (ours has one softmax layer in eight) compares nearby tokens far more easily than tokens a
+    whole response apart, and the comparison is the judge's job, not finding the answer."""
+    final = extract_answer(response)
     return (f"Grade 1-5 how well the response agrees with the reference.\nQuestion: {question}\n"
-            f"Reference: <answer>{reference}</answer>\nResponse: {response}")
+            f"Response: {response}\nFinal answer: {'(none)' if final is None else final}\nReference: {reference}")
 
 
 def pair_prompt(question: str, first: str, second: str) -> str:

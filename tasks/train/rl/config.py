@@ -69,10 +69,16 @@ class Phase(Params):
 RULE_VERIFIED = ("arithmetic", "math", "code_io", "dyck_languages", "object_counting", "object_properties")
 
 
+#: GenRM-judged general tasks (report 4.2); RL draws them when it is given the genrm stage's output
+GENERAL = ("open_prompt", "instruct")
+
+
 def _default_curriculum() -> tuple[Phase, ...]:
-    """Phase 1 of the report: rule-verified tasks only, equal shares. A later phase mixes in the
-    GenRM-judged general tasks once the RL data holds them (issue 13)."""
-    return (Phase(steps=40, weights={t: 1.0 for t in RULE_VERIFIED}),)
+    """The report's order (4.3): rule-verified tasks only, equal shares, for 30 steps; then the
+    GenRM-judged general tasks mixed in at a quarter of the prompts. Without ``--genrm`` the second
+    phase has no general rows and draws exactly as the first."""
+    rule = {t: 1.0 for t in RULE_VERIFIED}
+    return (Phase(steps=30, weights=rule), Phase(steps=10, weights={**rule, **{t: 1.0 for t in GENERAL}}))
 
 
 @dataclass

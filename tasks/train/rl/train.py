@@ -8,6 +8,12 @@ curriculum's phase weights (``rl.curriculum``, ``tasks.train.rl.data``); held-ou
 ``rl.eval_every`` asks for them, use its heldout.jsonl. The reward is the task's verifier score plus
 ``rl.format_weight`` times the format reward, plus DAPO's overlong penalty.
 
+With ``--genrm DIR`` (the ``genrm`` stage's output) the general tasks' items (``DIR/general.jsonl``)
+join the RL data, so a curriculum phase that weights ``open_prompt`` / ``instruct`` draws them, and
+their replies are scored by the generative judge (``tasks.envs.genrm.online.OnlineJudge``): one
+batched judging call per task per rollout, judge throughput logged, the length-bias monitor read
+every step; when it fires, an event is logged and the judge is recalibrated before the next step.
+
 Rerunning with the same ``--output`` resumes from the last checkpoint. Each step: draw prompts,
 generate ``samples_per_prompt`` responses each with the rollout engine (keeping its log-probs), score
 them with the tasks' verifiers (plus DAPO's overlong penalty), keep informative groups (dynamic
@@ -29,6 +35,8 @@ from tqdm import tqdm
 
 from tasks.config import exits_cleanly, load, stage_parser
 from tasks.envs.base import format_reward
+from tasks.envs.genrm.online import OnlineJudge
+from tasks.envs.genrm.params import GenRMParams
 from tasks.envs.params import EnvParams
 from tasks.envs.scoring import Scorer
 from tasks.train.checkpoint import latest_checkpoint, load_state, made_by, resume_from, rng_state, save_checkpoint, set_rng_state
@@ -54,16 +62,21 @@ def reply_text(tok, tokens: list[int]) -> str:
     return tok.decode(tokens, skip_special_tokens=False)
 
 
-def rollout(engine, tok, scorer: Scorer, drawn, samples: int, params, generator, cfg: RLParams) -> list[dict]:
-    """Generate ``samples`` responses per prompt and score them; one dict per prompt (a group)."""
+def rollout(engine, tok, scorer: Scorer, drawn, samples: int, params, generator, cfg: RLParams,
+            judge: OnlineJudge | None = None) -> list[dict]:
+    """Generate ``samples`` responses per prompt and score them; one dict per prompt (a group).
+    Groups of judge-scored tasks are scored by ``judge`` in one batched call (their replies enter its
+    length-bias monitor)."""
     prompts = [encode_prompt(tok, item["question"]) for _, item in drawn]
     out = engine.generate([p for p in prompts for _ in range(samples)], params, generator=generator)
+    per_group = [[out.tokens[k] for k in range(j * samples, (j + 1) * samples)] for j in range(len(drawn))]
+    replies = [[reply_text(tok, r) for r in rs] for rs in per_group]
+    judged = {} if judge is None else judge.score(drawn, replies, [[len(r) for r in rs] for rs in per_group], observe=True)
     groups = []
     for j, ((name, item), prompt) in enumerate(zip(drawn, prompts)):
         seqs = range(j * samples, (j + 1) * samples)
-        responses = [out.tokens[k] for k in seqs]
-        texts = [reply_text(tok, r) for r in responses]
-        scores = [scorer.score(item, t) for t in texts]
+        responses, texts = per_group[j], replies[j]
+        scores = judged[j] if j in judged else [scorer.score(item, t) for t in texts]
         lengths = torch.tensor([len(r) for r in responses])
         penalty = overlong_penalty(lengths, cfg.max_new_tokens, cfg.overlong_buffer, cfg.algo.overlong_penalty)
         formats = [format_reward(t) for t in texts]
@@ -205,7 +218,8 @@ def evaluate(engine, tok, scorer: Scorer, eval_sets: dict, cfg: RLParams, device
 
 def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
              envs: EnvParams, *, init: str | Path | None = None,
-             stop: Callable[[int, dict[str, float]], str | None] | None = None) -> dict[str, float]:
+             stop: Callable[[int, dict[str, float]], str | None] | None = None,
+             genrm: GenRMParams | None = None, genrm_dir: str | Path | None = None) -> dict[str, float]:
     """Run (or resume) RL from ``policy_dir`` on the RL data of ``data_dir`` into ``out_dir``;
     returns the last step's metrics.
 
@@ -217,6 +231,8 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
     each step's rollout metrics (it may add entries to them before they are logged); a reason ends the
     run after evaluating (``eval_every`` > 0) and checkpointing that step, and the reason is kept in
     the checkpoint, so a resumed run stops there too.
+    ``genrm_dir``: the ``genrm`` stage's output; its general items join the RL data and its judge
+    (settings ``genrm``) scores them, with recalibrations under ``out_dir/genrm/``.
     """
     from model.generation import SamplingParams
 
@@ -227,13 +243,17 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
     device = resolve_device(cfg.device)
     model.to(device)
     rl_data = RLData.load(data_dir)
+    out = Path(out_dir)
+    judge = None
+    if genrm_dir is not None:
+        judge = OnlineJudge(genrm or GenRMParams(), genrm_dir, out)
+        rl_data.rows.update(judge.rows())
     weights = phase_weights(cfg, rl_data)
     for p, phase in enumerate(cfg.curriculum):
         left_out = sorted(set(phase.weights) - set(weights[p]))
         if left_out:
             print(f"rl.curriculum[{p}]: no rows in {data_dir} for {', '.join(left_out)}; drawing from {sorted(weights[p])}")
     scorer = Scorer(envs)
-    out = Path(out_dir)
     G = cfg.samples_per_prompt
 
     trainer = make_trainer(model, cfg, micro_batch=cfg.prompts_per_step * G // cfg.updates_per_batch)
@@ -241,7 +261,9 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
     per_rank = cfg.prompts_per_step // trainer.world_size
     state = {"step": 0, "cursor": 0, "run_id": None}
     # checkpoints count only if these params and this base policy made them; otherwise start afresh, saying why
-    made = made_by({"rl": cfg, "envs": envs}, {"policy": policy_dir, "data": data_dir, **({"init": init} if init else {})})
+    made = made_by({"rl": cfg, "envs": envs, **({"genrm": genrm or GenRMParams()} if judge else {})},
+                   {"policy": policy_dir, "data": data_dir, **({"init": init} if init else {}),
+                    **({"genrm": genrm_dir} if judge else {})})
     last = resume_from(out / "checkpoints", made) if trainer.is_main else None
     trainer.barrier()
     if not trainer.is_main:
@@ -250,6 +272,8 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
         trainer.load(last)
         state = load_state(last)
         set_rng_state(state["rng"])
+        if judge is not None:
+            judge.load_state_dict(state["genrm"])
     elif init is not None:
         trainer.load(Path(init))
         begun = load_state(init)
@@ -289,7 +313,7 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
                 drawn = draw_prompts(cfg, weights, rl_data, state["cursor"], cfg.prompts_per_step, step)[trainer.rank :: trainer.world_size]
                 state["cursor"] += cfg.prompts_per_step
                 gen = seeded_generator(((cfg.seed * 100_003 + step) * 101 + rounds) * 1009 + trainer.rank, device)
-                groups = rollout(engine, tok, scorer, drawn, G, params, gen, cfg)
+                groups = rollout(engine, tok, scorer, drawn, G, params, gen, cfg, judge)
                 sampled += groups
                 batch.add(groups, torch.tensor([g["rewards"] for g in groups]))
                 if trainer.all_true(batch.full):
@@ -330,6 +354,12 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
         metrics["perf/gen_tokens_per_s"] = gen_tokens / max(gen_seconds, 1e-9)
         metrics["perf/train_tokens_per_s"] = float(data["attn"].sum()) / max(train_seconds, 1e-9)
         metrics["reward/mean_all_ranks"] = trainer.mean(metrics["reward/mean"])
+        if judge is not None:  # the monitor's reading; when it fires: an event, then a recalibrated judge
+            judged, event = judge.end_step(step)
+            metrics.update(judged)
+            if event is not None:
+                print(f"step {step + 1}: length bias (corr {event['length_corr']:.2f}, length x{event['length_growth']:.2f}, "
+                      f"success {event['success_gain']:+.2f}); judge recalibrated: {event.get('judge', 'off')}")
         if stop is not None:
             reason = stop(step + 1, metrics) if trainer.is_main else None
             if trainer.mean(float(reason is not None)) > 0:
@@ -341,7 +371,7 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
         tracker.log(step + 1, metrics)
         state["step"] = step + 1
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps or state.get("stopped"):
-            state.update(rng=rng_state(), run_id=tracker.run_id)
+            state.update(rng=rng_state(), run_id=tracker.run_id, **({"genrm": judge.state_dict()} if judge else {}))
             save_checkpoint(
                 out / "checkpoints", step + 1, dict(state), trainer.save, made=made,
                 keep=cfg.keep_checkpoints, is_main=trainer.is_main, barrier=trainer.barrier,
@@ -355,7 +385,7 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
     return metrics
 
 
-PARAMS = {"rl": RLParams, "envs": EnvParams}
+PARAMS = {"rl": RLParams, "envs": EnvParams, "genrm": GenRMParams}
 
 
 @exits_cleanly
@@ -363,10 +393,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__, {"policy": "policy directory to start from (tasks.train.sft's output)",
                                 "data": "the RL data folder (tasks.curate.rl_data's output: mix.parquet, heldout.jsonl)"},
                       prog="python -m tasks.train.rl.train")
+    ap.add_argument("--genrm", help="the genrm stage's output (judge + general items); without it no judged task is drawn")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     loaded = load(args.params, PARAMS, args.set)
-    final = train_rl(loaded["rl"], args.policy, args.data, args.output, loaded["envs"])
+    final = train_rl(loaded["rl"], args.policy, args.data, args.output, loaded["envs"],
+                     genrm=loaded["genrm"], genrm_dir=args.genrm)
     print({k: round(v, 4) for k, v in final.items() if k.startswith(("eval/", "accuracy/", "reward/mean"))})
 
 
