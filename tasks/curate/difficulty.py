@@ -57,7 +57,7 @@ class GeneratedSource(Params):
 
 def _default_generated() -> dict[str, GeneratedSource]:
     return {"arithmetic": GeneratedSource(levels=(2,), items=48), "math": GeneratedSource(levels=(1,), items=32),
-            "code_io": GeneratedSource(levels=(1,), items=32)}
+            "code_io": GeneratedSource(levels=(1, 2), items=40)}
 
 
 @dataclass
@@ -68,8 +68,8 @@ class DifficultyParams(Params):
     k: int = param(10, ge=1, help="samples per item (the report's pass@10)")
     temperature: float = param(1.0, ge=0.0, help="sampling temperature (the report's: 1.0)")
     top_p: float = param(0.95, gt=0.0, le=1.0, help="nucleus sampling (the report's: 0.95)")
-    max_new_tokens: int = param(160, ge=1, help="reply budget; tiny default (CPU: code replies are the longest); at "
-                                                "scale the RL window, e.g. 40960")
+    max_new_tokens: int = param(96, ge=1, help="reply budget; tiny default (CPU: the worked solutions of the levels "
+                                               "SFT teaches are under 90 tokens); at scale the RL window, e.g. 40960")
     lower: float = param(0.0, ge=0.0, le=1.0, help="keep lower < pass rate < upper (strictly)")
     upper: float = param(0.9, ge=0.0, le=1.0, help="see lower")
     pass_reward: float = param(1.0, help="a sample passes when its reward reaches this")

@@ -21,9 +21,10 @@ math is compared as written (n-grams and embeddings: scraped text has paraphrase
 is an instance of a template whose wording every instance shares (SynLogic's instructions, a code
 problem's statement), so generated rows and held-out items are compared by their instance text: the
 question without the prefix and suffix common to its template group (task, and ``metadata.family``
-where a task has several templates), with n-grams only. An identical question is then still caught
-(its whole instance text matches), while two instances of one template are not taken for copies;
-embeddings of bracket strings or short word lists are alike whatever their content.
+where a task has several templates), whole (an n-gram size past any text's length). A repeated
+instance is caught; two instances of one template are not taken for copies, though they share
+phrases (one 8-gram of an object list flagged 25 of 108 generated rows on the first full run) and
+their embeddings are alike whatever their content.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from tasks.curate.io import ROW, scan
 from tasks.envs.params import EnvParams
 
 MIX_COLUMNS = ("id", "task", "source", "question", "answer", "metadata", "difficulty", "pass_rate")
+#: an n-gram size longer than any question: decontaminate then compares each text whole (an exact match)
+WHOLE_TEXT = 1_000_000
 BENCHMARK_FAMILY = "math_benchmark"
 
 
@@ -51,7 +54,7 @@ class RLDataParams(Params):
     """``rl_data``: the held-out evaluation sets the RL data is decontaminated against."""
 
     SECTION: ClassVar[str] = "rl_data"
-    heldout_items: int = param(48, ge=1, help="held-out items per task family, spread over its graded levels")
+    heldout_items: int = param(64, ge=1, help="held-out items per task family, spread over its graded levels")
     heldout_seed: int = param(1_000_000, help="seed of the held-out items (arithmetic: seeds >= 1e6 draw from its "
                                               "held-out tenth of operand pairs)")
     benchmark_task: str = param("math", help="the task whose verifier scores the --benchmark items")
@@ -152,7 +155,8 @@ def build(graded_dir: str | Path, benchmark: str | Path, out_dir: str | Path, pa
     survivors_c, reports["curated"] = _decontaminate(curated, curated["question"].to_list(),
                                                      [h["question"] for h in heldout], decon, out / "decontaminate" / "curated")
     survivors_g, reports["generated"] = _decontaminate(generated, inst[: generated.height], inst[generated.height:],
-                                                       replace(decon, embedding=False), out / "decontaminate" / "generated")
+                                                       replace(decon, embedding=False, ngram_sizes=(WHOLE_TEXT,)),
+                                                       out / "decontaminate" / "generated")
     survivors = survivors_c | survivors_g
     keep = pl.col("id").is_in(list(survivors))
     mix, removed = kept.filter(keep), kept.filter(~keep).with_columns(reason=pl.lit("contaminated"))

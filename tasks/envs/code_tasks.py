@@ -312,6 +312,20 @@ _FAMILIES: dict[str, tuple[int, str, Callable, Callable[[str], str]]] = {
 }
 _DRIVER = "\n\nimport sys\nsys.stdout.write(solve(sys.stdin.read()) + \"\\n\")\n"
 
+#: short stdin/stdout programs for the worked solutions of the low-level families (what SFT
+#: imitates: a tenth of the reference program's tokens); the others' worked solution is the reference
+SHORT_SOLUTIONS = {
+    "sum_divisible": "n, k, *v = map(int, open(0).read().split())\nprint(sum(x for x in v[:n] if x % k == 0))",
+    "reverse_words": "print(*input().split()[::-1])",
+    "balanced": ("t = []\nfor c in input().strip():\n    if c in '([{':\n        t.append(c)\n"
+                 "    elif not t or '([{'[')]}'.index(c)] != t.pop():\n        t.append('x')\n        break\n"
+                 "print('NO' if t else 'YES')"),
+    "max_subarray": ("v = list(map(int, open(0).read().split()))[1:]\nbest = cur = v[0]\nfor x in v[1:]:\n"
+                     "    cur = max(x, cur + x)\n    best = max(best, cur)\nprint(best)"),
+    "count_primes": ("n = int(input())\ns = [1] * (n + 1)\nfor i in range(2, n + 1):\n    if s[i]:\n"
+                     "        s[i * i::i] = [0] * len(s[i * i::i])\nprint(max(sum(s) - 2, 0))"),
+}
+
 
 def reference_program(family: str) -> str:
     """The reference solution of a family as a stdin/stdout program."""
@@ -352,8 +366,9 @@ class CodeIOTask(_CodeTask):
                         "Write a Python program that reads standard input and writes standard output. Think step "
                         "by step, then put the program in a ```python code block inside <answer></answer> tags.")
             answer = _fenced(reference_program(family))
-            # worked solution: name the problem, then the reference program
-            solution = f"<think>{family.replace('_', ' ')}</think><answer>{answer}</answer>"
+            # worked solution: name the problem, then a short program (the reference where there is none)
+            program = _fenced(SHORT_SOLUTIONS[family]) if family in SHORT_SOLUTIONS else answer
+            solution = f"<think>{family.replace('_', ' ')}</think><answer>{program}</answer>"
             items.append({"id": f"{self.name}-d{difficulty}-s{seed}-{i}", "question": question,
                           "answer": answer, "difficulty": difficulty,
                           "metadata": {"family": family, "tests": tests, "solution": solution}})

@@ -118,8 +118,8 @@ class RLParams(Params):
     adam_eps: float = param(1e-15, gt=0.0, help="AdamW eps (report section 3.2)")
     weight_decay: float = param(0.0, ge=0.0, help="AdamW weight decay")
     grad_clip: float = param(1.0, gt=0.0, help="gradient-norm clip")
-    max_new_tokens: int = param(160, ge=1, help="rollout reply budget (tiny default: a code_io reply takes about 120 "
-                                                "tokens, the others under 60)")
+    max_new_tokens: int = param(96, ge=1, help="rollout reply budget (tiny default: the worked solutions of the "
+                                               "levels SFT teaches are under 90 tokens)")
     temperature: float = param(1.0, gt=0.0, help="rollout sampling temperature")
     top_p: float = param(1.0, gt=0.0, le=1.0, help="rollout nucleus sampling")
     repetition_n: int = param(3000, ge=1, help="early truncation: N consecutive tokens each with p > repetition_p "
