@@ -90,7 +90,7 @@ def test_report_table_plot_and_a_rerun_that_reuses_every_part(setup, tmp_path, m
     monkeypatch.setattr("tasks.train.policy.SamplingPolicy.load", no_model)
     again = ev.evaluate_policies(ev.read_heldout(tmp / "heldout.jsonl"), policies, tmp_path,
                                  ev.EvalParams(k=2, max_new_tokens=24, batch_size=4, device="cpu"), EnvParams())
-    assert again["rows"] == report["rows"]
+    assert again["rows"] == report["rows"] and again["reused_parts"] == 6
 
 
 def test_killed_evaluation_resumes_to_the_uninterrupted_report(setup, tmp_path):

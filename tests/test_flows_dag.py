@@ -289,12 +289,75 @@ def test_the_recipe_runs_in_the_reports_order():
     assert up["calibrate"] == {"sft"} and {"calibrate", "synlogic", "sft", "questions"} <= up["difficulty"]
     # RL's prompts come from the RL data, and the general tasks' items with the judge that scores them from genrm
     assert up["rl"] == {"sft", "rl_data", "genrm"} and up["genrm"] == {"sft"}
-    assert up["eval"] == {"rl_data", "sft", "rl"}
+    assert up["extend"] == {"rl", "rl_data"}  # continues RL's state on the RL data
+    assert up["eval"] == {"rl_data", "sft", "rl", "extend"}
     order = [s.name for s in topological(STAGES)]
-    assert order.index("calibrate") < order.index("difficulty") < order.index("rl_data") < order.index("rl") < order.index("eval")
+    assert order.index("calibrate") < order.index("difficulty") < order.index("rl_data") < order.index("rl") \
+        < order.index("extend") < order.index("eval")
 
 
 def test_a_tuple_of_paths_repeats_the_flag():
     s = Stage("eval", "m", {"heldout": "h.jsonl", "policy": ("runs/sft/policy", "runs/rl/policy")}, "runs/eval")
     assert s.argv[:8] == ["-m", "m", "--heldout", "h.jsonl", "--policy", "runs/sft/policy", "--policy", "runs/rl/policy"]
     assert s.deps == ("h.jsonl", "runs/sft/policy", "runs/rl/policy")
+
+
+def test_flow_killed_mid_eval_resumes_with_the_finished_parts(tmp_path: Path):
+    """The real eval stage run by the flow's runner, the flow killed after the stage's first finished
+    (policy, family) part: the rerun keeps the partial output and scores only what was left."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from model.tokenizer import train_tokenizer
+    from tasks.envs.heldout import is_held_out
+    from tasks.envs.registry import get_task
+    from tasks.train.policy import build_policy, save_policy
+
+    for package in ("tasks", "model", "kernels"):  # the stage's code, as the project holds it
+        (tmp_path / package).symlink_to(ROOT / package)
+    items = [{"family": name, "task": name, **it} for name in ("arithmetic", "dyck_languages", "boolean_expressions")
+             for it in [x for x in get_task(name).generate(60, 1_000_000, 1) if is_held_out(x["question"])][:3]]
+    (tmp_path / "heldout.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    tok = train_tokenizer([it["question"] for it in items], 300, tmp_path / "tok")
+    for i, name in enumerate(("sft", "rl")):
+        torch.manual_seed(i)
+        llama = {"arch": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                 "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 512}
+        save_policy(build_policy(llama, tok), tok, tmp_path / name / "policy")
+    (tmp_path / "params.yaml").write_text("eval:\n  k: 2\n  max_new_tokens: 24\n  batch_size: 4\n  device: cpu\n")
+    stage = Stage("eval", "tasks.train.evaluate", {"heldout": "heldout.jsonl", "policy": ("sft/policy", "rl/policy")},
+                  "runs/eval")
+    driver = tmp_path / "driver.py"
+    driver.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from pathlib import Path
+        from flows.dag import Stage
+        from flows.runner import execute_stage
+        stage = Stage({stage.name!r}, {stage.module!r}, {stage.inputs!r}, {stage.output!r})
+        print(execute_stage(stage, root=Path({str(tmp_path)!r}), echo=print), flush=True)
+    """))
+    parts = tmp_path / "runs" / ".partial" / "eval" / "scores"
+    proc = subprocess.Popen([sys.executable, str(driver)], cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while not list(parts.rglob("*.json")):
+        assert proc.poll() is None and time.time() < deadline, "the stage ended before its first part"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(parts.rglob("*.json")))
+    assert 1 <= done < 6 and not (tmp_path / "runs" / "stamps" / "eval.json").exists()
+
+    out = subprocess.run([sys.executable, str(driver)], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert f"{done} of 6 (policy, family) parts reused" in out.stdout
+    report = json.loads((tmp_path / "runs" / "eval" / "report.json").read_text())
+    assert report["reused_parts"] == done and set(report["rows"]) == {"arithmetic", "dyck_languages",
+                                                                      "boolean_expressions", "mix"}
+    assert (tmp_path / "runs" / "stamps" / "eval.json").exists()

@@ -129,6 +129,7 @@ def evaluate_policies(heldout: dict[str, list[dict[str, Any]]], policies: list[s
         raise params.fail("families", unknown, f"families of the held-out file: {', '.join(sorted(heldout))}")
     scorer = Scorer(envs)
     passes: dict[str, dict[str, list[int]]] = {}
+    reused = 0
     for name, path in zip(names, policies):
         digest = tree_digest(path)
         passes[name] = {}
@@ -139,6 +140,7 @@ def evaluate_policies(heldout: dict[str, list[dict[str, Any]]], policies: list[s
             cached = out / "scores" / name / f"{fam}.json"
             if cached.exists() and json.loads(cached.read_text()).get("fingerprint") == fp:
                 passes[name][fam] = json.loads(cached.read_text())["passes"]
+                reused += 1
                 continue
             if policy is None:
                 policy = SamplingPolicy.load(path, max_new_tokens=params.max_new_tokens, temperature=params.temperature,
@@ -156,6 +158,7 @@ def evaluate_policies(heldout: dict[str, list[dict[str, Any]]], policies: list[s
     report["policies"] = {n: str(p) for n, p in zip(names, policies)}
     report["settings"] = {"k": params.k, "temperature": params.temperature, "top_p": params.top_p,
                           "max_new_tokens": params.max_new_tokens}
+    report["reused_parts"] = reused  # (policy, family) parts a previous attempt had finished
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "table.md").write_text(table(report) + "\n")
     plot(report, out / "accuracy.png")
@@ -265,6 +268,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(args.output)
     report = evaluate_policies(read_heldout(args.heldout), args.policy, out, loaded["eval"], loaded["envs"])
     log_to_mlflow(report, out, loaded["eval"])
+    print(f"{report['reused_parts']} of {len(args.policy) * len(report['families'])} (policy, family) parts reused")
     print(table(report))
     return report
 
