@@ -46,6 +46,7 @@ SECTIONS: dict[str, str] = {
     "difficulty": "tasks.curate.difficulty:DifficultyParams",
     "rl_data": "tasks.curate.rl_data:RLDataParams",
     "rl": "tasks.train.rl.config:RLParams",
+    "extend": "tasks.train.extend.params:ExtendParams",
     "eval": "tasks.train.evaluate:EvalParams",
     "envs": "tasks.envs.params:EnvParams",
     "genrm": "tasks.envs.genrm.params:GenRMParams",
