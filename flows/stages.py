@@ -46,7 +46,10 @@ STAGES: list[Stage] = [
           "runs/rl", gpu=True,
           description="CISPO on the RL data by the curriculum's phases (rule-verified tasks, then GenRM-judged "
                       "general tasks mixed in)"),
+    Stage("extend", "tasks.train.extend.train", {"rl": "runs/rl", "data": "data/rl"}, "runs/extend", gpu=True,
+          description="staged length extension from RL's state: windows 40:48:...:80 x a base, promotion rule, mitigations"),
     Stage("eval", "tasks.train.evaluate",
-          {"heldout": "data/rl/heldout.jsonl", "policy": ("runs/sft/policy", "runs/rl/policy")}, "runs/eval", gpu=True,
+          {"heldout": "data/rl/heldout.jsonl", "policy": ("runs/sft/policy", "runs/rl/policy", "runs/extend/policy")},
+          "runs/eval", gpu=True,
           description="held-out accuracy per task family of each policy, 95% intervals; table and plot"),
 ]

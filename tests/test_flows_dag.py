@@ -289,9 +289,11 @@ def test_the_recipe_runs_in_the_reports_order():
     assert up["calibrate"] == {"sft"} and {"calibrate", "synlogic", "sft", "questions"} <= up["difficulty"]
     # RL's prompts come from the RL data, and the general tasks' items with the judge that scores them from genrm
     assert up["rl"] == {"sft", "rl_data", "genrm"} and up["genrm"] == {"sft"}
-    assert up["eval"] == {"rl_data", "sft", "rl"}
+    assert up["extend"] == {"rl", "rl_data"}  # continues RL's state on the RL data
+    assert up["eval"] == {"rl_data", "sft", "rl", "extend"}
     order = [s.name for s in topological(STAGES)]
-    assert order.index("calibrate") < order.index("difficulty") < order.index("rl_data") < order.index("rl") < order.index("eval")
+    assert order.index("calibrate") < order.index("difficulty") < order.index("rl_data") < order.index("rl") \
+        < order.index("extend") < order.index("eval")
 
 
 def test_a_tuple_of_paths_repeats_the_flag():
