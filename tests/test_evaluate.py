@@ -35,7 +35,9 @@ def test_intervals_and_paired_differences_by_hand():
     assert (row["rl-sft"]["low"], row["rl-sft"]["high"]) == pytest.approx((1 / 3 - half, 1 / 3 + half))
     assert row["rl-sft"]["beyond_interval"] is True
     assert row["sft"]["accuracy"] == pytest.approx(0.5) and row["sft"]["samples"] == 6
-    assert (row["sft"]["low"], row["sft"]["high"]) == pytest.approx((0.5 - ev.Z95 * 0.5 / 3 ** 0.5, 0.5 + ev.Z95 * 0.5 / 3 ** 0.5))
+    # the accuracy's own interval, 0.5 -+ 1.96 * 0.5 / sqrt(3) = (-0.066, 1.066), is cut to [0, 1]
+    assert (row["sft"]["low"], row["sft"]["high"]) == (0.0, 1.0)
+    assert ev.interval([1.0, 0.5, 0.5, 1.0])[1:] == pytest.approx((0.75 - ev.Z95 * (1 / 12) ** 0.5 / 2, 0.75 + ev.Z95 * (1 / 12) ** 0.5 / 2))
     assert report["rows"]["mix"]["rl"]["accuracy"] == pytest.approx(2.5 / 3)
     report["policies"], report["settings"] = {"sft": "a", "rl": "b"}, {"k": 2, "temperature": 1.0, "top_p": 0.95}
     text = ev.table(report)
