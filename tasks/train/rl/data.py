@@ -5,8 +5,11 @@
     drawn = draw_prompts(cfg, weights, data, cursor, n, step)   # [(task, item)]: the same for the same cursor
 
 The curriculum is a list of phases, each ``{steps, weights: {task: weight}}``: a prompt of a step in
-phase p is drawn from task t with probability ``weights[t] / sum(weights)``, then uniformly among
-that task's rows. Phases run in order for their ``steps``; the last runs to the end of training. The
+phase p is drawn from task t with probability proportional to ``weights[t] x rows of t``, then
+uniformly among that task's rows; a weight is what each row of its task counts, so 1.0 everywhere
+draws in the data's own proportions. (Task-level shares drew a task that the difficulty filter had
+left one row of, code_io's, for a sixth of all prompts: RL taught the policy that one program for
+every code prompt, 2026-12-02 in docs/LOG.md.) Phases run in order for their ``steps``; the last runs to the end of training. The
 report starts with rule-verified tasks only and mixes in GenRM-judged general tasks later: a later
 phase that names general tasks needs rows of them in the RL data (``rl_data``) and a judge bound to
 their verifier (issue 13). A task a phase names but the data lacks (e.g. every curated math item
@@ -67,10 +70,11 @@ def phase_at(cfg: RLParams, step: int) -> int:
 
 
 def phase_weights(cfg: RLParams, data: RLData) -> list[dict[str, float]]:
-    """Each phase's weights over the tasks the data holds; a phase with none left is an error."""
+    """Each phase's draw weights over the tasks the data holds (``weights[t] x rows of t``); a phase
+    with none left is an error."""
     out = []
     for p, phase in enumerate(cfg.curriculum):
-        weights = {t: w for t, w in phase.weights.items() if w > 0 and data.rows.get(t)}
+        weights = {t: w * len(data.rows[t]) for t, w in phase.weights.items() if w > 0 and data.rows.get(t)}
         if not weights:
             raise UsageError(f"rl.curriculum[{p}].weights: none of {sorted(phase.weights)} has rows in the RL data "
                              f"(it holds {', '.join(f'{t}: {len(r)}' for t, r in sorted(data.rows.items())) or 'nothing'})")
