@@ -53,6 +53,7 @@ class EvalParams(Params):
     batch_size: int = param(160, ge=1, help="sequences per generate call")
     seed: int = param(0, help="sampling seed (the same for every policy and family)")
     device: str = param("auto", help="auto = the GPU when there is one, else cpu")
+    threads: int = param(2, ge=1, help="CPU threads of torch: a fixed number, so results do not depend on the machine's cores")
     experiment: str = param("m1-eval", help="MLflow experiment")
 
 
@@ -260,8 +261,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--policy", action="append", required=True,
                     help="a policy directory (repeatable; the first is the baseline)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
     loaded = load(args.params, PARAMS, args.set)
+    torch.set_num_threads(loaded["eval"].threads)
     for path in args.policy:
         if not (Path(path) / "config.json").exists():
             raise UsageError(f"--policy {path}: not a policy directory (no config.json)")

@@ -92,6 +92,7 @@ class SFTParams(Params):
     checkpoint_every: int = param(50, ge=1, help="steps per checkpoint (resume point)")
     keep_checkpoints: int = param(2, ge=1, help="newest checkpoints kept")
     device: str = param("auto", help="auto = the GPU when there is one, else cpu")
+    threads: int = param(2, ge=1, help="CPU threads of torch: a fixed number, so results do not depend on the machine's cores")
     experiment: str = param("m1-sft", help="MLflow experiment")
 
     def check(self) -> None:
@@ -253,8 +254,9 @@ PARAMS = {"sft": SFTParams}
 @exits_cleanly
 def main(argv: list[str] | None = None) -> None:
     args = stage_parser(__doc__, prog="python -m tasks.train.sft").parse_args(argv)
-    torch.set_num_threads(1)
-    print(train_sft(load(args.params, PARAMS, args.set)["sft"], args.output))
+    params = load(args.params, PARAMS, args.set)["sft"]
+    torch.set_num_threads(params.threads)
+    print(train_sft(params, args.output))
 
 
 if __name__ == "__main__":

@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__, {"policy": "policy directory whose samples the judge picks from (best-of-N)"},
                       prog="python -m tasks.envs.genrm.stage")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
     loaded = load(args.params, PARAMS, args.set)
+    torch.set_num_threads(loaded["genrm"].threads)
     if not (Path(args.policy) / "config.json").exists():
         raise UsageError(f"--policy {args.policy}: no config.json; expected a policy saved by tasks.train.sft")
     report = run_genrm(loaded["genrm"], loaded["envs"], args.policy, args.output)

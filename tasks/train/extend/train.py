@@ -336,8 +336,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                 "data": "the RL data folder (tasks.curate.rl_data's output: mix.parquet, heldout.jsonl)"},
                       prog="python -m tasks.train.extend.train")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
     loaded = load(args.params, PARAMS, args.set)
+    torch.set_num_threads(loaded["rl"].threads)
     report = extend(args.rl, args.data, args.output, loaded["extend"], loaded["rl"], loaded["envs"], loaded["eval"])
     for w in report["windows"]:
         print(f"window {w['index']} ({w['tokens']} tokens), steps {w['start']}-{w['end']}: {w['reason']}")

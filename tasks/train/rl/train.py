@@ -395,8 +395,8 @@ def main(argv: list[str] | None = None) -> None:
                       prog="python -m tasks.train.rl.train")
     ap.add_argument("--genrm", help="the genrm stage's output (judge + general items); without it no judged task is drawn")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
     loaded = load(args.params, PARAMS, args.set)
+    torch.set_num_threads(loaded["rl"].threads)
     final = train_rl(loaded["rl"], args.policy, args.data, args.output, loaded["envs"],
                      genrm=loaded["genrm"], genrm_dir=args.genrm)
     print({k: round(v, 4) for k, v in final.items() if k.startswith(("eval/", "accuracy/", "reward/mean"))})
