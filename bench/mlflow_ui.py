@@ -192,21 +192,18 @@ def main() -> None:
         figures = Path(args.figures)
         figures.mkdir(parents=True, exist_ok=True)
         close_assistant = 'button[aria-label="Close"]'
-        browser = Chromium(chromium, 1800, 1100)
-        try:
-            asyncio.run(browser.shoot(
-                f"{base}/#/experiments/{exp.experiment_id}/runs", "document.querySelectorAll('.ag-row').length >= 2",
-                [close_assistant, 'button[data-component-id*="runnamecellrenderer"]'], figures / "mlflow_runs.png"))
-        finally:
-            browser.close()
         query = urllib.parse.urlencode({"runs": json.dumps(ids), "experiments": json.dumps([exp.experiment_id])})
-        browser = Chromium(chromium, 1600, 2400)
-        try:
-            asyncio.run(browser.shoot(
-                f"{base}/#/compare-runs?{query}", "document.body.innerText.includes('Comparing 2 Runs')",
-                [close_assistant, 'button[role="switch"][aria-label$="Show diff only"]'], figures / "mlflow_compare.png"))
-        finally:
-            browser.close()
+        shots = [((1800, 1100), f"{base}/#/experiments/{exp.experiment_id}/runs",
+                  "document.querySelectorAll('.ag-row').length >= 2",
+                  'button[data-component-id*="runnamecellrenderer"]', "mlflow_runs.png"),
+                 ((1600, 2400), f"{base}/#/compare-runs?{query}", "document.body.innerText.includes('Comparing 2 Runs')",
+                  'button[role="switch"][aria-label$="Show diff only"]', "mlflow_compare.png")]
+        for (width, height), url, ready, click, name in shots:
+            browser = Chromium(chromium, width, height)
+            try:
+                asyncio.run(browser.shoot(url, ready, [close_assistant, click], figures / name))
+            finally:
+                browser.close()
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:

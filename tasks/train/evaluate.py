@@ -184,6 +184,16 @@ def summarize(passes: dict[str, dict[str, list[int]]], families: list[str], name
     return {"baseline": names[0], "families": families, "rows": rows, "k": k}
 
 
+def accuracy_cell(r: dict[str, Any]) -> str:
+    """An accuracy and its interval, in percent: ``46.1 [38.1, 54.1]``."""
+    return f"{100 * r['accuracy']:.1f} [{100 * r['low']:.1f}, {100 * r['high']:.1f}]"
+
+
+def difference_cell(r: dict[str, Any]) -> str:
+    """A paired difference and its interval, in points, starred when the interval excludes 0."""
+    return f"{100 * r['difference']:+.1f} [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]" + (" *" if r["beyond_interval"] else "")
+
+
 def table(report: dict[str, Any]) -> str:
     """The report as a markdown table: accuracy % [95% interval] per policy, then each difference."""
     names = list(report["policies"]) if "policies" in report else [report["baseline"]]
@@ -193,11 +203,7 @@ def table(report: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for fam, row in report["rows"].items():
         cells = [f"**{fam}**" if fam == "mix" else fam, str(row[base]["items"])]
-        cells += [f"{100 * row[n]['accuracy']:.1f} [{100 * row[n]['low']:.1f}, {100 * row[n]['high']:.1f}]" for n in names]
-        for d in diffs:
-            r = row[d]
-            mark = " *" if r["beyond_interval"] else ""
-            cells.append(f"{100 * r['difference']:+.1f} [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]{mark}")
+        cells += [accuracy_cell(row[n]) for n in names] + [difference_cell(row[d]) for d in diffs]
         lines.append("| " + " | ".join(cells) + " |")
     s = report["settings"] if "settings" in report else {"k": report["k"]}
     lines.append("")

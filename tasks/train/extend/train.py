@@ -49,7 +49,7 @@ from tqdm import tqdm
 from tasks.config import UsageError, exits_cleanly, load, stage_parser
 from tasks.envs.params import EnvParams
 from tasks.train.checkpoint import differences, digest, latest_checkpoint, load_state, made_by
-from tasks.train.evaluate import EvalParams, interval, score_family
+from tasks.train.evaluate import EvalParams, accuracy_cell, difference_cell, interval, score_family
 from tasks.train.extend.data import extension_rows, read_data, refilter, write_data
 from tasks.train.extend.figure import figure4
 from tasks.train.extend.params import ExtendParams
@@ -200,11 +200,7 @@ def comparison_table(cmp: dict[str, Any], names: list[str]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, row in cmp["groups"].items():
         cells = [label, str(row["items"]), f"{row['reply_tokens']:.1f}" if row["reply_tokens"] else "-"]
-        cells += [f"{100 * row[n]['accuracy']:.1f} [{100 * row[n]['low']:.1f}, {100 * row[n]['high']:.1f}]" for n in names]
-        for n in names[1:]:
-            d = row[f"{n}-{names[0]}"]
-            cells.append(f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
-                         + (" *" if d["beyond_interval"] else ""))
+        cells += [accuracy_cell(row[n]) for n in names] + [difference_cell(row[f"{n}-{names[0]}"]) for n in names[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"k = {cmp['k']} samples per item, the eval section's sampling, up to {cmp['max_new_tokens']} new "
                   f"tokens for both; worked reply = the task's reference solution, tokenized; the first window is "
