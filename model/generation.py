@@ -241,8 +241,27 @@ class TorchEngine:
         new_cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
         return self._head(out.last_hidden_state), new_cache
 
+    def _prefill(self, ids, mask):
+        """Prefill each distinct prompt once, then give every row its copy of the logits and cache.
+
+        RL samples G replies per prompt, pass@k and the evaluations k: prefill (whole prompts, most of
+        a short reply's cost) would otherwise run G or k times on equal rows. Rows are equal when
+        their padded ids and masks are."""
+        rows = torch.cat((ids, mask), dim=1)
+        uniq, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        if uniq.shape[0] == rows.shape[0]:
+            return self._forward(ids, mask, mask, None)
+        first = torch.empty(uniq.shape[0], dtype=torch.long, device=ids.device)
+        first.scatter_(0, inverse, torch.arange(rows.shape[0], device=ids.device))
+        logits, cache = self._forward(ids[first], mask[first], mask[first], None)
+        expanded = self._select(cache, inverse)
+        if expanded is None:
+            return self._forward(ids, mask, mask, None)
+        return logits[inverse], expanded
+
     def _select(self, cache, idx: torch.Tensor):
-        """Drop finished rows from the cache; None where the cache type cannot do that."""
+        """Rows ``idx`` of the cache (drops finished rows; repeats copy a row); None where the cache type
+        cannot do that."""
         if self.native:
             return cache.select(idx)
         if hasattr(cache, "batch_select_indices"):
@@ -278,7 +297,7 @@ class TorchEngine:
         streak = [0] * B  # consecutive tokens with probability above repetition_p
         stop = set(params.stop_token_ids)
         threshold = torch.tensor(params.repetition_p).log().item() if params.repetition_p > 0 else -float("inf")
-        logits, cache = self._forward(ids, mask, mask, None)
+        logits, cache = self._prefill(ids, mask)
         mode = self.decode
         if mode == "auto":
             mode = "graph" if self.native and ids.is_cuda else "eager"

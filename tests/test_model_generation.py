@@ -72,6 +72,57 @@ def test_batch_rows_decode_as_if_alone(m1):
         assert alone.tokens[0] == both.tokens[i]
 
 
+class _CountingPrefill(TorchEngine):
+    """Records the batch size of every prefill (a call with more than one new token)."""
+
+    def _forward(self, ids, new_mask, full_mask, cache):
+        if ids.shape[1] > 1:
+            self.prefills.append(ids.shape[0])
+        return super()._forward(ids, new_mask, full_mask, cache)
+
+
+@pytest.mark.parametrize("decode", ["eager", "static"])
+def test_a_repeated_prompt_is_prefilled_once_and_samples_as_if_alone(m1, decode):
+    prompts = [[3, 4, 5, 6, 7, 8]] * 4 + [[11, 12]] * 3  # two groups, as RL's G samples of a prompt
+    params = SamplingParams(max_new_tokens=8)
+    eng = _CountingPrefill(m1, decode=decode)
+    eng.prefills = []
+    shared = eng.generate(prompts, params, torch.Generator().manual_seed(5))
+    assert eng.prefills == [2]
+    _check_logprobs_match(m1, prompts, shared)
+    assert len({tuple(t) for t in shared.tokens[:4]}) > 1  # the copies sample apart
+    # the same draws as prefilling every row: equal logits, so equal samples from the same generator
+    full = TorchEngine(m1, decode=decode)
+    full._prefill = lambda ids, mask: full._forward(ids, mask, mask, None)
+    ref = full.generate(prompts, params, torch.Generator().manual_seed(5))
+    assert shared.tokens == ref.tokens
+    for a, b in zip(shared.logprobs, ref.logprobs):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
+
+
+def test_prompts_equal_only_after_padding_are_not_merged(m1):
+    # [0, 5] and [5] both pad to ids [0, 5] with pad id 0; their masks differ, so are their replies
+    prompts = [[0, 5], [5], [0, 5], [5]]
+    eng = _CountingPrefill(m1)
+    eng.prefills = []
+    out = eng.generate(prompts, SamplingParams(max_new_tokens=4, temperature=0))
+    assert eng.prefills == [2]
+    _check_logprobs_match(m1, prompts, out)
+
+
+def test_repeated_prompts_share_prefill_on_a_hf_model():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2)
+    hf = transformers.LlamaForCausalLM(cfg).eval()
+    prompts = [[1, 2, 3]] * 3 + [[4, 5, 6, 7, 8, 9, 10]] * 2
+    eng = _CountingPrefill(hf)
+    eng.prefills = []
+    out = eng.generate(prompts, SamplingParams(max_new_tokens=8), torch.Generator().manual_seed(0))
+    assert eng.prefills == [2]
+    _check_logprobs_match(hf, prompts, out)
+
+
 def _reference_run(m1, n=40):
     out = TorchEngine(m1).generate([[7, 8, 9]], SamplingParams(max_new_tokens=n, repetition_n=10**6),
                                    torch.Generator().manual_seed(3))

@@ -205,7 +205,9 @@ def test_train_logs_metrics_to_mlflow_and_exports(setup, tmp_path):
 def test_kill_and_resume_reproduces_uninterrupted_run(setup, tmp_path):
     root, params = setup
     steps = 6
-    _run(root, params, tmp_path / "whole", "algorithm=grpo", f"steps={steps}")
+    # both runs through the command line: the same torch thread count (rl.threads), so the same sums
+    subprocess.run(_cli(root, params, tmp_path / "whole", steps, "algorithm=grpo"), cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     whole = read_metrics(tmp_path / "whole")
     # the report's GRPO baseline: one sampling round (no dynamic sampling), reward = task score (no
     # overlong penalty, though most replies here run into rl.overlong_buffer)
