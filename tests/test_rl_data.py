@@ -1,6 +1,6 @@
 """The rl_data stage on a hand-made graded folder: held-out sets from the held-out tenth at the graded
 levels, rows copied from a held-out set removed while other instances of the same template stay,
-the mix's columns and the report's counts per family."""
+anchors for the families pass@k left empty, the mix's columns and the report's counts per family."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 
 from tasks.config import UsageError
 from tasks.curate.decontaminate import DecontaminateParams
-from tasks.curate.rl_data import BENCHMARK_FAMILY, MIX_COLUMNS, RLDataParams, build, heldout_sets, instance_texts
+from tasks.curate.rl_data import (BENCHMARK_FAMILY, MIX_COLUMNS, RLDataParams, anchor_rows, build, heldout_sets,
+                                  instance_texts)
 from tasks.envs.heldout import is_held_out
 from tasks.envs.params import EnvParams
 from tasks.envs.registry import get_task
@@ -29,6 +30,12 @@ def _row(item, task, source, pass_rate=0.5):
             "difficulty": item.get("difficulty"), "pass_rate": pass_rate}
 
 
+def _code_of(family, n):
+    items = [it for it in get_task("code_io").generate(60, 4, 2) if it["metadata"]["family"] == family][:n]
+    assert len(items) == n
+    return items
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rl_data")
@@ -40,7 +47,7 @@ def built(tmp_path_factory):
     arith = [it for it in get_task("arithmetic").generate(200, 5, 2) if not is_held_out(it["question"])][:6]
     dyck = [it for it in get_task("dyck_languages").generate(40, 0, 1) if not is_held_out(it["question"])][:6]
     params = RLDataParams(heldout_items=8)
-    graded_tasks = pl.DataFrame({"task": ["arithmetic", "dyck_languages", "code_io"], "difficulty": [2, 1, 1]})
+    graded_tasks = pl.DataFrame({"task": ["arithmetic", "dyck_languages", "code_io", "code_io"], "difficulty": [2, 1, 1, 2]})
     held = heldout_sets(graded_tasks, params, EnvParams(), tmp / "benchmark.jsonl")
     copied = next(h for h in held if h["family"] == "arithmetic")  # a held-out question that leaked into the RL data
     curated = [{"id": "s1", "question": "Maria has 46 apples and buys 34 more. How many apples does Maria have now?",
@@ -51,6 +58,8 @@ def built(tmp_path_factory):
     pl.DataFrame(kept).with_columns(pl.col("difficulty").cast(pl.Int64)).write_parquet(graded / "kept.parquet")
     code = get_task("code_io").generate(2, 3, 1)
     rejected = [{**_row(c, "code_io", "generated", 0.0), "stage": "difficulty", "reason": "too_hard"} for c in code]
+    rejected += [{**_row(c, "code_io", "generated", rate), "stage": "difficulty", "reason": "too_easy"}
+                 for c, rate in zip(_code_of("reverse_words", 3) + _code_of("balanced", 1), (1.0, 0.9, 1.0, 1.0))]
     pl.DataFrame(rejected).with_columns(pl.col("difficulty").cast(pl.Int64)).write_parquet(graded / "rejected.parquet")
     report = build(graded, tmp / "benchmark.jsonl", out, params, DecontaminateParams(), EnvParams())
     return out, report, held
@@ -79,10 +88,34 @@ def test_copies_of_held_out_items_are_removed_and_template_siblings_kept(built):
     assert removed == {"leak", "s2"}  # the copied held-out question and the benchmark's own
     assert mix.filter(pl.col("task") == "dyck_languages").height == 6  # same template, other instances
     fam = report["by_family"]
-    assert fam["arithmetic"] == {"graded_kept": 7, "contaminated": 1, "rl_rows": 6, "mean_pass_rate": 0.5,
+    assert fam["arithmetic"] == {"graded_kept": 7, "contaminated": 1, "rl_rows": 6, "anchors": 0, "mean_pass_rate": 0.5,
                                  "by_source": {"generated": 6}, "heldout_items": 8}
-    assert fam["math"]["rl_rows"] == 1 and fam["code_io"]["rl_rows"] == 0 and fam["code_io"]["heldout_items"] == 8
-    assert report["rl_rows"] == mix.height == 13 and (out / "mix.png").stat().st_size > 0
+    assert fam["math"]["rl_rows"] == 1 and fam["code_io"]["heldout_items"] == 8
+    assert report["rl_rows"] == mix.height == 16 and (out / "mix.png").stat().st_size > 0
+
+
+def test_a_family_without_kept_rows_gets_its_easiest_too_easy_rows_as_anchors(built):
+    out, report, _ = built
+    code = pl.read_parquet(out / "mix.parquet").filter(pl.col("task") == "code_io")
+    meta = [json.loads(m) for m in code["metadata"]]
+    # family floor 2: reverse_words gets its 0.9 row and one of its 1.0 rows, balanced its only row;
+    # the too-hard rows are never anchors
+    assert sorted(m["family"] for m in meta) == ["balanced", "reverse_words", "reverse_words"]
+    assert all(m["anchor"] for m in meta) and sorted(code["pass_rate"]) == [0.9, 1.0, 1.0]
+    fam = report["by_family"]["code_io"]
+    assert fam["graded_kept"] == 0 and fam["rl_rows"] == fam["anchors"] == report["anchors"] == 3
+    assert fam["by_source"] == {}
+
+
+def test_anchors_top_up_to_the_floor_lowest_pass_rate_first_and_floor_zero_adds_none():
+    items = _code_of("reverse_words", 4)
+    kept = pl.DataFrame([_row(items[0], "code_io", "generated", 0.5)]).select(MIX_COLUMNS)
+    rejected = pl.DataFrame([{**_row(it, "code_io", "generated", rate), "reason": "too_easy"}
+                             for it, rate in zip(items[1:], (1.0, 0.9, 1.0))])
+    picked = anchor_rows(kept, rejected, 3)
+    assert picked["id"].to_list() == sorted([str(items[2]["id"]), min(str(items[1]["id"]), str(items[3]["id"]))],
+                                            key=lambda i: i != str(items[2]["id"]))
+    assert anchor_rows(kept, rejected, 1).height == 0 and anchor_rows(kept, rejected, 0).height == 0
 
 
 def test_missing_graded_folder_is_a_usage_error(tmp_path):

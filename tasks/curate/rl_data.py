@@ -15,6 +15,11 @@ reads and nothing else:
 - ``OUT/report.json``: counts per family and per source, what decontamination removed;
   ``OUT/mix.png``: RL rows per family by source.
 
+Anchors (``rl_data.family_floor``, not in the report): a template family that pass@k left with
+fewer rows than the floor (the policy mastered it) is topped up with its too-easy rows, marked
+``metadata.anchor``. Their groups are all correct and dynamic sampling drops them, until the policy
+starts failing them: then they pull it back.
+
 Decontamination goes through ``tasks.curate.decontaminate.decontaminate`` with the
 ``curate.decontaminate`` settings, against the held-out sets, the benchmark and HumanEval. Curated
 math is compared as written (n-grams and embeddings: scraped text has paraphrases). A generated item
@@ -58,6 +63,12 @@ class RLDataParams(Params):
     heldout_seed: int = param(1_000_000, help="seed of the held-out items (arithmetic: seeds >= 1e6 draw from its "
                                               "held-out tenth of operand pairs)")
     benchmark_task: str = param("math", help="the task whose verifier scores the --benchmark items")
+    family_floor: int = param(
+        2, ge=0, help="anchors: a template family (task, metadata.family) with fewer rows kept than this is topped up "
+                      "with its too-easy rows, lowest pass rate first (metadata.anchor = true); RL learns from them only "
+                      "once the policy fails some of their samples (dynamic sampling drops all-correct groups), so they "
+                      "hold mastered families in place (without them the tiny default's RL, shown only max-subarray "
+                      "code rows, wrote that program for every code prompt: LOG.md, issue 11); 0 = the report's band alone")
 
 
 def family_key(row: dict[str, Any]) -> tuple[str, str]:
@@ -66,6 +77,27 @@ def family_key(row: dict[str, Any]) -> tuple[str, str]:
     if isinstance(meta, str):
         meta = json.loads(meta) if meta else {}
     return row["task"], str((meta or {}).get("family", ""))
+
+
+def anchor_rows(kept: pl.DataFrame, rejected: pl.DataFrame, floor: int) -> pl.DataFrame:
+    """Too-easy rows of ``rejected`` that top each template family of the graded pool up to ``floor``
+    rows beside ``kept``, lowest pass rate first, with ``metadata.anchor = true`` (``MIX_COLUMNS``)."""
+    have: dict[tuple[str, str], int] = {}
+    for r in kept.iter_rows(named=True):
+        have[family_key(r)] = have.get(family_key(r), 0) + 1
+    picked = []
+    easy = rejected.filter(pl.col("reason") == "too_easy").sort("pass_rate", "id")
+    for r in easy.iter_rows(named=True):
+        key = family_key(r)
+        if have.get(key, 0) < floor:
+            have[key] = have.get(key, 0) + 1
+            meta = json.loads(r["metadata"]) if r["metadata"] else {}
+            picked.append({**{c: r[c] for c in MIX_COLUMNS}, "metadata": json.dumps({**meta, "anchor": True}, sort_keys=True)})
+    return pl.DataFrame(picked, schema=kept.schema) if picked else kept.clear()
+
+
+def is_anchor(metadata: str | None) -> bool:
+    return bool(metadata) and bool(json.loads(metadata).get("anchor"))
 
 
 def instance_texts(questions: list[str], groups: list[tuple[str, str]]) -> list[str]:
@@ -142,12 +174,15 @@ def build(graded_dir: str | Path, benchmark: str | Path, out_dir: str | Path, pa
     if missing:
         raise UsageError(f"{paths[0]}: missing column(s) {missing}; expected the difficulty stage's pool columns")
     kept = kept.select(MIX_COLUMNS)
-    graded = pl.concat([kept.select("task", "difficulty"), pl.read_parquet(paths[1]).select("task", "difficulty")])
+    rejected = pl.read_parquet(paths[1])
+    graded = pl.concat([kept.select("task", "difficulty"), rejected.select("task", "difficulty")])
+    anchors = anchor_rows(kept, rejected, params.family_floor)
+    pool = pl.concat([kept, anchors])
     heldout = heldout_sets(graded, params, envs, benchmark)
     out.mkdir(parents=True, exist_ok=True)
 
-    curated = kept.filter(pl.col("source") == "curated")
-    generated = kept.filter(pl.col("source") != "curated")
+    curated = pool.filter(pl.col("source") == "curated")
+    generated = pool.filter(pl.col("source") != "curated")
     gen_held = [h for h in heldout if h["family"] != BENCHMARK_FAMILY]
     groups = [family_key(r) for r in generated.iter_rows(named=True)] + [family_key(h) for h in gen_held]
     inst = instance_texts(generated["question"].to_list() + [h["question"] for h in gen_held], groups)
@@ -159,7 +194,7 @@ def build(graded_dir: str | Path, benchmark: str | Path, out_dir: str | Path, pa
                                                        out / "decontaminate" / "generated")
     survivors = survivors_c | survivors_g
     keep = pl.col("id").is_in(list(survivors))
-    mix, removed = kept.filter(keep), kept.filter(~keep).with_columns(reason=pl.lit("contaminated"))
+    mix, removed = pool.filter(keep), pool.filter(~keep).with_columns(reason=pl.lit("contaminated"))
     mix.write_parquet(out / "mix.parquet")
     removed.write_parquet(out / "rejected.parquet")
     with open(out / "heldout.jsonl", "w") as f:
@@ -169,15 +204,19 @@ def build(graded_dir: str | Path, benchmark: str | Path, out_dir: str | Path, pa
     families = sorted({h["family"] for h in heldout} | set(kept["task"].to_list()))
     per_family = {}
     for fam in families:
-        rows = kept.filter(pl.col("task") == fam)
+        rows = pool.filter(pl.col("task") == fam)
         in_mix = mix.filter(pl.col("task") == fam)
+        anchor = pl.Series([is_anchor(m) for m in in_mix["metadata"].to_list()], dtype=pl.Boolean)
+        anchored = in_mix.filter(anchor)
         per_family[fam] = {
-            "graded_kept": rows.height, "contaminated": rows.height - in_mix.height, "rl_rows": in_mix.height,
+            "graded_kept": kept.filter(pl.col("task") == fam).height, "contaminated": rows.height - in_mix.height,
+            "rl_rows": in_mix.height,
+            "anchors": anchored.height,
             "mean_pass_rate": round(float(in_mix["pass_rate"].mean()), 3) if in_mix.height else None,
-            "by_source": dict(sorted(in_mix.group_by("source").len().iter_rows())),
+            "by_source": dict(sorted(in_mix.filter(~anchor).group_by("source").len().iter_rows())),
             "heldout_items": sum(h["family"] == fam for h in heldout),
         }
-    report = {"rl_rows": mix.height, "contaminated": removed.height, "heldout_items": len(heldout),
+    report = {"rl_rows": mix.height, "anchors": anchors.height, "contaminated": removed.height, "heldout_items": len(heldout),
               "by_family": per_family, "by_source": dict(sorted(mix.group_by("source").len().iter_rows())),
               "decontamination": reports}
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
@@ -212,14 +251,14 @@ def write_generated(out_dir: str | Path, tasks: dict[str, int], items: int, *, s
 
 
 def plot_mix(per_family: dict[str, dict[str, Any]], path: str | Path) -> None:
-    """Bars: RL rows per family, stacked by source."""
+    """Bars: RL rows per family, stacked by source, then the anchors."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    names = [f for f, c in per_family.items() if c["graded_kept"]]
+    names = [f for f, c in per_family.items() if c["rl_rows"]]
     sources = sorted({s for f in names for s in per_family[f]["by_source"]})
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(names) + 2), 3.6))
     bottom = np.zeros(len(names))
@@ -227,6 +266,9 @@ def plot_mix(per_family: dict[str, dict[str, Any]], path: str | Path) -> None:
         values = np.array([per_family[f]["by_source"].get(source, 0) for f in names])
         ax.bar(names, values, bottom=bottom, label=source)
         bottom += values
+    anchors = np.array([per_family[f]["anchors"] for f in names])
+    if anchors.any():
+        ax.bar(names, anchors, bottom=bottom, label="anchor (too easy)", color="0.8", hatch="//")
     ax.set_ylabel("RL rows")
     ax.set_title("the RL mix after decontamination")
     ax.legend(fontsize=8)
@@ -249,7 +291,8 @@ def main(argv: list[str] | None = None) -> None:
     report = build(args.graded, args.benchmark, args.output, loaded["rl_data"], loaded["curate.decontaminate"],
                    loaded["envs"])
     for fam, c in report["by_family"].items():
-        print(f"{fam:>22}: {c['rl_rows']:4d} RL rows ({c['contaminated']} contaminated), {c['heldout_items']} held out")
+        print(f"{fam:>22}: {c['rl_rows']:4d} RL rows ({c['anchors']} anchors, {c['contaminated']} contaminated), "
+              f"{c['heldout_items']} held out")
     print(f"{report['rl_rows']} RL rows, {report['heldout_items']} held-out items -> {args.output}")
 
 

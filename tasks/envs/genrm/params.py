@@ -155,5 +155,5 @@ class GenRMParams(Params):
     swiss: SwissParams = param(default_factory=SwissParams, help="reference tournament")
     general: GeneralParams = param(default_factory=GeneralParams, help="general-task rewards")
     monitor: MonitorParams = param(default_factory=MonitorParams, help="online length-bias monitor (RL)")
-    threads: int = param(1, ge=1, help="CPU threads of torch: a fixed number, so results do not depend on the machine's cores; 1 here: the stage runs beside difficulty on the tiny default")
+    threads: int = param(2, ge=1, help="CPU threads of torch: a fixed number, so results do not depend on the machine's cores")
     experiment: str = param("m1-genrm", help="MLflow experiment")
