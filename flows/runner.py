@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -189,9 +190,35 @@ def _swap_into_place(partial: Path, out: Path) -> None:
     _remove(old)
 
 
+#: a tqdm progress line: it ends with ``[elapsed<remaining, rate]`` or ``[elapsed, rate]``
+PROGRESS_LINE = re.compile(r"\[\d+:\d{2}(?::\d{2})?(?:<[^\],]*)?, [^\]]*\]$")
+#: seconds between two progress lines of one stage passed to ``echo`` (the log file gets every line):
+#: each echoed line is a Prefect log record, and one a second per stage kept the API server and the
+#: flow at about a fifth of a core through a pipeline run
+PROGRESS_EVERY_S = 15.0
+
+
+class ProgressThrottle:
+    """Says which output lines to echo: every line but progress lines, those at most one per
+    ``every`` seconds."""
+
+    def __init__(self, every: float = PROGRESS_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every, self.clock, self.last = every, clock, -float("inf")
+
+    def __call__(self, line: str) -> bool:
+        if not PROGRESS_LINE.search(line):
+            return True
+        now = self.clock()
+        if now - self.last < self.every:
+            return False
+        self.last = now
+        return True
+
+
 def _run_command(stage: Stage, root: Path, partial: Path, lock_fd: int, run_id: str | None,
                  echo: Callable[[str], None]) -> tuple[int, float, list[str]]:
-    """Run the stage's command writing to ``partial``; tee its output to ``runs/logs/<stage>.log``."""
+    """Run the stage's command writing to ``partial``; tee its output to ``runs/logs/<stage>.log``
+    and, progress lines thinned out (``ProgressThrottle``), to ``echo``."""
     argv = list(stage.argv)
     argv[argv.index("--output") + 1] = partial.relative_to(root).as_posix()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -200,7 +227,7 @@ def _run_command(stage: Stage, root: Path, partial: Path, lock_fd: int, run_id: 
         env[ENV_RUN] = run_id
     log_path = root / LOGS / f"{stage.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    t0, tail = time.time(), []
+    t0, tail, shown = time.time(), [], ProgressThrottle()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(guarded([sys.executable, *argv]), cwd=root, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env, pass_fds=(lock_fd,))
@@ -208,7 +235,8 @@ def _run_command(stage: Stage, root: Path, partial: Path, lock_fd: int, run_id: 
         for line in proc.stdout:
             log.write(line)
             tail = (tail + [line.rstrip()])[-20:]
-            echo(f"[{stage.name}] {line.rstrip()}")
+            if shown(line.rstrip()):
+                echo(f"[{stage.name}] {line.rstrip()}")
         rc = proc.wait()
     return rc, time.time() - t0, tail
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from flows.dag import ROOT, Stage, fingerprint, to_dvc, topological, upstream
-from flows.runner import execute_stage, stage_is_current
+from flows.runner import ProgressThrottle, execute_stage, stage_is_current
 from flows.stages import STAGES
 
 
@@ -79,6 +79,36 @@ def test_stage_runs_then_skips_then_reruns_on_change(project: Path):
     execute_stage(stage, root=project, echo=lambda _: None)
     assert (project / "out/a.txt").read_text() == "hello\n" * 2
     assert (project / "runs.log").read_text() == "a\na\n"
+
+
+def test_progress_lines_are_echoed_at_most_once_per_interval_and_all_logged(project: Path):
+    lines = ["sft:  20%|██        | 60/300 [03:25<05:32,  1.38s/it]", "decontaminate: 1batch [00:04,  4.77s/batch]",
+             "difficulty: 100%|██████████| 438/438 [1:02:03<00:00, 12.1it/s]"]
+    plain = ["{'loss': 0.5}", "wrote 3 rows [a, b]", "step 3 [ok]"]
+    t = [0.0]
+    shown = ProgressThrottle(every=15, clock=lambda: t[0])
+    assert all(shown(line) for line in plain)
+    assert [shown(line) for line in lines] == [True, False, False]
+    t[0] = 14.9
+    assert not shown(lines[0]) and all(shown(line) for line in plain)
+    t[0] = 15.0
+    assert shown(lines[1]) and not shown(lines[2])
+    # through a stage: the log file keeps every line, the echo the plain ones and the first progress line
+    (project / "mod_a.py").write_text(textwrap.dedent("""
+        import pathlib, sys
+        PARAMS = {"raw_math": None}
+        for i in range(50):
+            print(f"work: {2 * i}%|#    | {i}/50 [00:0{i % 10}<00:05,  9.99it/s]")
+        print("done")
+        out = pathlib.Path(sys.argv[sys.argv.index("--output") + 1])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("x")
+    """))
+    echoed = []
+    execute_stage(_stages()[2], root=project, echo=echoed.append)
+    assert len((project / "runs/logs/a.log").read_text().splitlines()) == 51
+    progress = [e for e in echoed if "it/s]" in e]
+    assert progress == ["[a] work: 0%|#    | 0/50 [00:00<00:05,  9.99it/s]"] and "[a] done" in echoed
 
 
 def test_failed_stage_leaves_no_stamp_and_names_its_log(project: Path):
