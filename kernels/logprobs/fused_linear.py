@@ -33,9 +33,13 @@ FWD_CONFIG = {"BM": 128, "BN": 256, "BK": 64, "GROUP_M": 16, "num_warps": 8, "nu
 BWD_CONFIG = {"BM": 128, "BN": 256, "BK": 64, "GROUP_M": 16, "num_warps": 8, "num_stages": 3}
 SMALL_TILES = {"BM": 16, "BN": 32, "BK": 16, "GROUP_M": 2}
 # Shared memory the operand pipeline may take: num_stages x ([BM, BK] + [BN, BK]) tiles. An H200
-# block has 227 KiB; the rest is left to the epilogue. fp32 operands (an FP32 head upcasts the
-# states too) at the bf16 tiles asked for 262 KB and failed to launch there (LOG 2026-12-02).
+# block has 227 KiB (H200_SHARED_MEMORY); the rest is left to the epilogue. fp32 operands (an FP32
+# head upcasts the states too) at the bf16 tiles asked for 262,160 bytes and failed to launch there
+# (LOG 2026-12-02). This is a model: Triton's own count (`shared_memory_bytes`) is 147,480 bytes for
+# bf16 at BK 64 and 131,088 for fp32 at BK 32 (ieee dots keep two operand stages plus a [BN, BK]
+# copy instead of three stages).
 SMEM_BUDGET = 200 * 1024
+H200_SHARED_MEMORY = 232448  # the most shared memory one block may ask for on an H200
 VOCAB_CHUNK = 16384  # vocabulary rows per backward chunk: [N, 16384] dz in the input dtype
 
 
@@ -147,6 +151,44 @@ def _config(base, D, itemsize):
     while cfg["num_stages"] * (cfg["BM"] + cfg["BN"]) * cfg["BK"] * itemsize > SMEM_BUDGET and cfg["BK"] > 16:
         cfg["BK"] //= 2
     return cfg
+
+
+def shared_memory_bytes(backward: bool, dtype: torch.dtype, D: int = 6144, arch: int = 90) -> int:
+    """Shared memory Triton allocates for the forward (or backward) kernel at the tiles ``_config``
+    picks for rows of ``D`` elements of ``dtype``, compiled for sm_``arch`` as far as LLVM IR.
+
+    Needs no GPU (Triton's allocation pass runs before PTX), but the kernels must be JIT functions:
+    call it from a process without ``TRITON_INTERPRET=1``.
+    """
+    from triton._C.libtriton import ir
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.compiler.compiler import make_backend
+
+    cfg = _config(BWD_CONFIG if backward else FWD_CONFIG, D, dtype.itemsize)
+    ty = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    sig = {"h_desc": f"tensordesc<{ty}[{cfg['BM']},{cfg['BK']}]>", "w_desc": f"tensordesc<{ty}[{cfg['BN']},{cfg['BK']}]>",
+           "targets": "*i64"}
+    if backward:
+        sig |= {"lse": "*fp32", "ent": "*fp32", "g_lp": "*fp32", "g_ent": "*fp32", "dz": f"*{ty}", "N": "i32", "v0": "i32",
+                "VC": "i32", "D": "i32"}
+    else:
+        sig |= {"stats": "*fp32", "N": "i32", "V": "i32", "D": "i32"}
+    constants = {k: cfg[k] for k in ("BM", "BN", "BK", "GROUP_M")} | {"PRECISION": "ieee" if ty == "fp32" else "tf32"}
+    src = ASTSource(_bwd_kernel if backward else _fwd_kernel, sig | dict.fromkeys(constants, "constexpr"), constants)
+    target = GPUTarget("cuda", arch, 32)
+    backend = make_backend(target)
+    options = backend.parse_options({"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]})
+    stages = {}
+    backend.add_stages(stages, options, src.language)
+    context = ir.context()
+    ir.load_dialects(context)
+    backend.load_dialects(context)
+    module = src.make_ir(target, options, backend.get_codegen_implementation(options), backend.get_module_map(), context)
+    metadata = {}
+    for ext in ("ttir", "ttgir", "llir"):  # "llir" runs the allocation and records metadata["shared"]
+        module = stages[ext](module, metadata)
+    return metadata["shared"]
 
 
 def _descriptors(hidden, weight, cfg):
