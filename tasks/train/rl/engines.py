@@ -184,7 +184,8 @@ class VLLMEngine:
     ``model.checkpoint.save_vllm_export`` (bf16, the LM head in fp32 when ``lm_head_fp32``) and served by
     ``tasks.train.rl.vllm_m1.M1VLLMForCausalLM`` (vLLM's MiniMax model with the trainer's decay rates
     and an explicit fp32 / bf16 head); any other policy goes through ``save_pretrained`` and vLLM's own
-    class. Prompts are token ids (``skip_tokenizer_init``).
+    class. Prompts are token ids (``skip_tokenizer_init``). ``router``: the override's expert choice on
+    bf16 (vLLM's) or fp32 router logits.
 
     Log-probs are vLLM's processed ones (after temperature, top-k, top-p): TorchEngine's contract
     (the tempered distribution before truncation) when top_k = 0 and top_p = 1, the RL setting.
@@ -194,7 +195,7 @@ class VLLMEngine:
     also applies when vLLM cannot end it early (top-k / top-p set, or no stop token).
     """
 
-    def __init__(self, model, export_dir: str | Path, settings, *, seed: int) -> None:
+    def __init__(self, model, export_dir: str | Path, settings, *, seed: int, router: str = "bf16") -> None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: weights can be copied in
         os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
         from vllm import LLM
@@ -208,7 +209,7 @@ class VLLMEngine:
         overrides, attention = {}, {}
         if isinstance(model, M1ForCausalLM):
             save_vllm_export(model, export_dir, dtype=torch.bfloat16, head_fp32=model.config.lm_head_fp32)
-            overrides = {"architectures": [ARCHITECTURE], "m1_prefill": settings.prefill}
+            overrides = {"architectures": [ARCHITECTURE], "m1_prefill": settings.prefill, "m1_router": router}
             if model.config.head_dim not in FA3_HEAD_DIMS:  # FlashAttention 3 kernels exist for these only
                 attention = {"attention_config": {"backend": "TRITON_ATTN"}}
         else:

@@ -20,6 +20,9 @@ the live model (``LLM.apply_model``), so one engine measures before and after:
 - ``prefill``: ``"m1"`` (``kernels.lightning_attn``, the trainer's chunked kernel, on the trainer's
   bf16 q, k, v and the slot's recurrent state; any head dim the kernel tiles) or ``"vllm"`` (vLLM's
   lightning prefill, which needs head_dim % 64 == 0). Chosen at load by ``hf_overrides={"m1_prefill"}``.
+- ``router``: ``"bf16"`` (vLLM's: fp32 router GEMM, experts chosen on its bf16 rounding) or
+  ``"fp32"`` (chosen on the fp32 logits, as the fp32 trainer does). Chosen at load by
+  ``hf_overrides={"m1_router"}``, since CUDA graphs capture the routing.
 
 ``EarlyTruncation`` ends a request once ``n`` consecutive sampled tokens each had probability above
 ``p`` (report section 3.2) by forcing its stop token; ``VLLMEngine`` drops that forced token, so
@@ -47,6 +50,7 @@ from model.modeling import LIGHTNING_NORM_EPS, lightning_decay
 ARCHITECTURE = "M1ForCausalLM"
 HEADS = ("fp32", "bf16")
 PREFILLS = ("vllm", "m1")
+ROUTERS = ("bf16", "fp32")
 TRUNCATION_KEY = "m1_truncation"  # SamplingParams.extra_args[TRUNCATION_KEY] = {"n", "p", "stop"}
 
 
@@ -72,6 +76,15 @@ def _prefill_and_mix_m1(self, q, k, v, kv_cache, state_indices_tensor, attn_meta
     )
 
 
+def _moe_fp32_router(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    """vLLM's ``MiniMaxText01MoE.forward`` choosing experts on the fp32 router logits [n, E]
+    instead of their bf16 rounding (FusedMoE's top-k softmax takes fp32 logits)."""
+    n, d = hidden_states.shape
+    hidden_states = hidden_states.view(-1, self.hidden_size)
+    router_logits, _ = self.gate(hidden_states.to(torch.float32))
+    return self.experts(hidden_states, router_logits).view(n, d)
+
+
 class M1VLLMForCausalLM(MiniMaxText01ForCausalLM):
     """vLLM's MiniMax model with the switches of the module docstring (``head``, ``aligned``, ``prefill``)."""
 
@@ -89,6 +102,14 @@ class M1VLLMForCausalLM(MiniMaxText01ForCausalLM):
         }
         self.set_aligned(True)
         self.set_prefill(getattr(cfg, "m1_prefill", "m1"))  # hf_overrides={"m1_prefill": ...}
+        self.router = getattr(cfg, "m1_router", "bf16")  # hf_overrides={"m1_router": ...}
+        if self.router not in ROUTERS:
+            raise ValueError(f"m1_router={self.router!r}: expected one of {ROUTERS}")
+        if self.router == "fp32":
+            for layer in self.model.layers:
+                moe = getattr(layer, "block_sparse_moe", None)
+                if moe is not None:
+                    moe.forward = types.MethodType(_moe_fp32_router, moe)
 
     def set_aligned(self, on: bool) -> None:
         """Trainer's decay rates and lightning-norm eps (on) or vLLM's own (off). Written in place, but
