@@ -9,12 +9,21 @@ Issue 15 on one GPU: our model against vLLM 0.23, every part in its own process 
   per-layer and per-component activations of a 1024-token prefill against an fp32 reference on the
   same weights, the switches of ``M1VLLMForCausalLM`` (aligned decay / eps, our prefill kernel),
   weight sync, early truncation, and rollout tokens/s of vLLM and of TorchEngine (eager, CUDA graph).
-- ``rl``: ``python -m tasks.train.rl.train --set rollout_engine=vllm`` from the tiny SFT policy.
+- ``kernel``: the fused log-prob kernel at fp32 and bf16 (forward and backward) against fp64, with
+  the tiles and the shared memory it asks for.
+- ``rl``: ``python -m tasks.train.rl.train --set rollout_engine=vllm`` from the tiny SFT policy on
+  data/rl, MLflow into a sqlite store (``vllm_rl_mlflow.db``).
+- ``speed``: where vLLM's decode step goes: tokens/s with and without log-probs and per-request
+  seeds, 64 and 256 prompts, a 1-token run for the fixed cost, and a profile of one rollout
+  (``vllm_profile.txt``); ``speed_vp``: the same with vLLM's lightning prefill; ``speed_mp``: vLLM's
+  own class with its engine core in its own process.
 - ``v200k``: Figure 3 at M1's vocabulary, V=200064.
+- ``router32``: Figure 3 on the random export with vLLM choosing experts on fp32 router logits.
 - ``trained``: Figure 3 on the SFT policy (runs/sft/policy) answering arithmetic prompts.
 
-Also writes ``vllm_agreement.png``, ``vllm_layers.png``, ``vllm_loaded_names.txt`` and
-``vllm_rl_metrics.jsonl``; prints a summary table last.
+``random``'s steps can be chosen (``--random-steps``). Also writes ``vllm_agreement.png``,
+``vllm_layers.png``, ``vllm_loaded_names.txt`` and ``vllm_rl_metrics.jsonl``; prints a summary table
+last.
 """
 
 from __future__ import annotations
@@ -36,7 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 WORK = Path("/tmp/vbench")
 DEV = "cuda"
-PARTS = {"random": 230, "rl": 150, "v200k": 120, "trained": 110, "trunc": 80}  # seconds each may take, in priority order
+PARTS = {"kernel": 90, "random": 230, "rl": 240, "v200k": 120, "trained": 110, "trunc": 80, "router32": 110,
+         "speed": 200, "speed_vp": 150, "speed_mp": 200}  # seconds each may take
+RANDOM_STEPS = ("names", "figure3", "layers", "switches", "sync", "truncation", "throughput")
 RANDOM = dict(hidden_size=1024, intermediate_size=1024, num_hidden_layers=8, num_attention_heads=8,
               num_key_value_heads=4, head_dim=128, num_local_experts=4)
 
@@ -70,21 +81,23 @@ def random_policy(vocab: int, seed: int = 0):
     return model.eval()
 
 
-def engine_for(model, name: str, res: dict):
+def engine_for(model, name: str, res: dict, router: str = "bf16", prefill: str = "m1"):
     """``VLLMEngine`` with rl.vllm's defaults (CUDA graphs); if that cannot start, eager, noted in ``res``."""
     from tasks.train.rl.config import VLLMParams
     from tasks.train.rl.engines import VLLMEngine
 
     graphs = os.environ.get("M1_BENCH_GRAPHS", "1") == "1"
     try:
-        eng, seconds = timed(VLLMEngine, model, WORK / f"export_{name}", VLLMParams(cuda_graphs=graphs), seed=0)
+        eng, seconds = timed(VLLMEngine, model, WORK / f"export_{name}", VLLMParams(cuda_graphs=graphs, prefill=prefill), seed=0,
+                             router=router)
     except Exception as e:
         if not graphs:
             raise
         res["cuda_graphs_error"] = f"{type(e).__name__}: {e}"[:1000]
         log("CUDA-graph engine failed, eager instead:", res["cuda_graphs_error"])
         graphs = False
-        eng, seconds = timed(VLLMEngine, model, WORK / f"export_{name}", VLLMParams(cuda_graphs=False), seed=0)
+        eng, seconds = timed(VLLMEngine, model, WORK / f"export_{name}", VLLMParams(cuda_graphs=False, prefill=prefill), seed=0,
+                             router=router)
     res["cuda_graphs"], res["load_s"] = graphs, seconds
     vm = eng.llm.apply_model(lambda m: m)[0]
     log(f"vLLM engine up in {seconds:.1f}s (graphs {graphs}): {type(vm).__name__}, lm_head {vm.lm_head.weight.dtype}")
@@ -220,6 +233,45 @@ class Capture:
             h.remove()
 
 
+MOE_VARIANTS = {  # our SparseMoE in bf16 with one part changed: (router logits, silu-and-mul in fp32, fp32 sum)
+    "sum32": ("bf16", False, True),
+    "act32": ("bf16", True, False),
+    "router32": ("fp32", False, False),
+    "router_vllm": ("vllm", False, False),
+    "all32": ("fp32", True, True),
+}
+
+
+def moe_variant(moe, x: torch.Tensor, router: str, act32: bool, sum32: bool):
+    """``SparseMoE.forward`` on bf16 ``x`` [N, d] with the router logits from the bf16 gate (ours), an
+    fp32 GEMM ("fp32") or that rounded to bf16 ("vllm": vLLM's fp32 gate, routed on bf16 logits);
+    ``silu(w1 x) * w3 x`` in fp32 before one rounding (vLLM's silu_and_mul); the weighted expert
+    outputs summed in fp32 -> (out [N, d] bf16, each row's experts, sorted [N, k])."""
+    import torch.nn.functional as F
+
+    if router == "bf16":
+        logits = moe.gate(x)
+    else:
+        logits = F.linear(x.float(), moe.gate.weight.float())
+        if router == "vllm":
+            logits = logits.bfloat16()
+    probs = torch.softmax(logits.float(), dim=-1)  # [N, E]
+    top_w, top_i = torch.topk(probs, moe.cfg.num_experts_per_tok, dim=-1)
+    top_w = top_w / top_w.sum(-1, keepdim=True)
+    out = torch.zeros(x.shape, dtype=torch.float32 if sum32 else x.dtype, device=x.device)
+    for e, expert in enumerate(moe.experts):
+        tok, slot = torch.where(top_i == e)
+        if tok.numel() == 0:
+            continue
+        xe = x[tok]
+        if act32:
+            h = (F.silu(expert.w1(xe).float()) * expert.w3(xe).float()).to(x.dtype)
+        else:
+            h = F.silu(expert.w1(xe)) * expert.w3(xe)
+        out.index_add_(0, tok, (expert.w2(h) * top_w[tok, slot, None]).to(out.dtype))
+    return out.to(x.dtype), top_i.sort(-1).values
+
+
 @torch.no_grad()
 def layer_diff(eng, vm, master, T: int = 1024, n: int = 4) -> dict:
     """Per layer: hidden states of vLLM and of our bf16 model against an fp32 reference on vLLM's
@@ -284,6 +336,10 @@ def layer_diff(eng, vm, master, T: int = 1024, n: int = 4) -> dict:
                                     ("vllm", v[f"{i}.gate.out"].bfloat16()))}  # FusedMoE routes on bf16 logits
             add(f"routing_flips/vllm/{i}", (top["vllm"] != top["ref"]).any(-1).float().mean().item())
             add(f"routing_flips/ours/{i}", (top["ours"] != top["ref"]).any(-1).float().mean().item())
+            for name, variant in MOE_VARIANTS.items():
+                m_var, top_var = moe_variant(ours.model.layers[i].block_sparse_moe, x2.bfloat16(), *variant)
+                add(f"local/moe/ours_{name}/{i}", rel(m_var.float(), m_ref))
+                add(f"routing_flips/ours_{name}/{i}", (top_var != top["ref"]).any(-1).float().mean().item())
         add("hidden/vllm/final", rel(v["final_norm.out"], hs[("ref", "final")]))
         add("hidden/ours/final", rel(hs[("ours", "final")], hs[("ref", "final")]))
         lp_ref = torch.log_softmax(ref.lm_head(hs[("ref", "final")])[:-1], -1).gather(-1, ids[0, 1:, None])[:, 0]
@@ -395,6 +451,9 @@ def part_random(res: dict) -> None:
     from model.generation import SamplingParams
     from vllm.model_executor.models.minimax_text_01 import MiniMaxText01ForCausalLM
 
+    steps = os.environ.get("M1_RANDOM_STEPS", ",".join(RANDOM_STEPS)).split(",")
+    router = os.environ.get("M1_ROUTER", "bf16")
+    res["steps"], res["router"] = steps, router
     master = random_policy(32768)
     names: list[str] = []
     load = MiniMaxText01ForCausalLM.load_weights
@@ -403,19 +462,24 @@ def part_random(res: dict) -> None:
         return load(self, ((names.append(k), (k, t))[1] for k, t in weights))
 
     MiniMaxText01ForCausalLM.load_weights = recording
-    eng, vm = engine_for(master, "random", res)
+    eng, vm = engine_for(master, "random", res, router)
     MiniMaxText01ForCausalLM.load_weights = load
-    (WORK / "vllm_loaded_names.txt").write_text("".join(n + "\n" for n in sorted(names)))
-    res["loaded_names_match_repo_list"] = set(names) == vllm_weight_names(master.config)
+    if "names" in steps:
+        (WORK / "vllm_loaded_names.txt").write_text("".join(n + "\n" for n in sorted(names)))
+        res["loaded_names_match_repo_list"] = set(names) == vllm_weight_names(master.config)
     res["lm_head_dtype"] = str(vm.lm_head.weight.dtype)
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, 32768, (32,), generator=g).tolist() for _ in range(64)]
     params = SamplingParams(max_new_tokens=256, temperature=1.0, repetition_n=10**9)
     trainers = Trainers(master)
-    res["figure3"] = figure3(eng, vm, trainers, prompts, params, "random")
-    dump(res)
-    res["layers"] = layer_diff(eng, vm, master)
-    dump(res)
+    if "figure3" in steps:
+        res["figure3"] = figure3(eng, vm, trainers, prompts, params, "random" if router == "bf16" else f"random_router_{router}")
+        dump(res)
+    if "layers" in steps:
+        res["layers"] = layer_diff(eng, vm, master)
+        dump(res)
+    if "switches" not in steps:
+        return
     switches = {}
     for aligned in (False, True):
         for prefill in ("vllm", "m1"):
@@ -427,6 +491,8 @@ def part_random(res: dict) -> None:
     res["switches_prompt_logprob_err"] = switches
     log("switches", switches)
     dump(res)
+    if "sync" not in steps:
+        return
     updated = random_policy(32768, seed=1)
     before = figure3_one(eng, vm, Trainers(updated), prompts[:16], params)
     _, res["sync_s"] = timed(eng.sync_weights, updated)
@@ -484,31 +550,198 @@ def part_trained(res: dict) -> None:
     res["figure3"] = figure3(eng, vm, Trainers(master), prompts, params, "trained")
 
 
+def part_kernel(res: dict) -> None:
+    """``fused_linear_logprobs`` at fp32 (the RL trainer's master weights) and bf16 against fp64
+    log-softmax: log-probs, entropies and both input gradients; the tiles chosen and the shared
+    memory Triton allocates for them; forward and backward time after a warm-up."""
+    from kernels.logprobs import fused_linear as fl
+
+    for N, d, V in ((4096, 1024, 32768), (1024, 6144, 200064)):
+        for dtype in (torch.float32, torch.bfloat16):
+            key = f"N={N},d={d},V={V},{str(dtype).removeprefix('torch.')}"
+            row = res[key] = {"tiles": fl._config(fl.FWD_CONFIG, d, dtype.itemsize)}
+            try:
+                row["shared_fwd"], row["shared_bwd"] = (fl.shared_memory_bytes(b, dtype, d) for b in (False, True))
+            except Exception as e:
+                row["shared_error"] = f"{type(e).__name__}: {e}"[:300]
+            try:
+                g = torch.Generator(device=DEV).manual_seed(0)
+                h = (torch.randn(N, d, device=DEV, generator=g) * 0.5).to(dtype).requires_grad_()
+                w = (torch.randn(V, d, device=DEV, generator=g) * 4 / d**0.5).to(dtype).requires_grad_()
+                t = torch.randint(0, V, (N,), device=DEV, generator=g)
+                g_lp, g_ent = torch.randn(N, device=DEV, generator=g), torch.randn(N, device=DEV, generator=g)
+                for _ in range(2):  # the first call compiles
+                    h.grad = w.grad = None
+                    (lp, ent), row["fwd_ms"] = timed(fl.fused_linear_logprobs, h, w, t)
+                    _, row["bwd_ms"] = timed(torch.autograd.backward, (lp, ent), (g_lp, g_ent))
+                row["fwd_ms"], row["bwd_ms"] = 1000 * row["fwd_ms"], 1000 * row["bwd_ms"]
+                h64, w64 = h.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+                logp = torch.log_softmax(h64 @ w64.t(), dim=-1)
+                rlp = logp.gather(-1, t[:, None])[:, 0]
+                rent = -(logp.exp() * logp).sum(-1)
+                torch.autograd.backward((rlp, rent), (g_lp.double(), g_ent.double()))
+                row.update(err_logprob=rel(lp, rlp), err_entropy=rel(ent, rent), err_grad_h=rel(h.grad, h64.grad),
+                           err_grad_w=rel(w.grad, w64.grad))
+                del h64, w64, logp, rlp, rent
+            except Exception as e:
+                row["error"] = f"{type(e).__name__}: {e}"[:500]
+            log("kernel", key, {k: v for k, v in row.items() if k != "tiles"})
+            dump(res)
+            torch.cuda.empty_cache()
+
+
+# python -c RL_RUNNER ARGS = python -m tasks.train.rl.train ARGS where polars is missing (the GPU image):
+# RLData.load's one polars call, read_parquet(path).iter_rows(named=True), goes through pyarrow. The
+# stand-in exists only during that call, so libraries probing for polars (mlflow) still find none.
+RL_RUNNER = """import sys, types
+import pyarrow.parquet as pq
+from tasks.train.rl import data, train
+
+class Frame:
+    def __init__(self, table):
+        self.table = table
+
+    def iter_rows(self, named=True):
+        return iter(self.table.to_pylist())
+
+load = data.RLData.load.__func__
+
+def load_with_pyarrow(cls, data_dir):
+    sys.modules["polars"] = types.SimpleNamespace(read_parquet=lambda path: Frame(pq.read_table(path)))
+    try:
+        return load(cls, data_dir)
+    finally:
+        del sys.modules["polars"]
+
+data.RLData.load = classmethod(load_with_pyarrow)
+train.main(sys.argv[1:])
+"""
+
+
 def part_rl(res: dict) -> None:
+    """A few RL steps with vLLM rollouts from the tiny SFT policy on data/rl: the fp32 trainer (fused
+    kernels), a weight sync after each step's updates, MLflow into a sqlite store."""
     import shutil
 
-    out, params, policy = WORK / "rl", WORK / "params.yaml", WORK / "policy"
+    out, params = WORK / "rl", WORK / "params.yaml"
+    shutil.rmtree(out, ignore_errors=True)
     params.write_text("rl: {}\n")  # the dataclasses' defaults (the shipped file may hold others' work in progress)
-    # the fp32 trainer through the PyTorch reference kernels: the fused fp32 log-prob kernel runs out
-    # of shared memory on the H200 (seen in this bench's first run; LOG.md issue 15)
-    shutil.rmtree(policy, ignore_errors=True)
-    shutil.copytree(ROOT / "runs/sft/policy", policy)
-    cfg = json.loads((policy / "config.json").read_text())
-    (policy / "config.json").write_text(json.dumps({**cfg, "kernel_backend": "reference"}))
-    cmd = [sys.executable, "-m", "tasks.train.rl.train", "--policy", str(policy), "--output", str(out),
-           "--params", str(params),
-           "--set", "rollout_engine=vllm", "--set", "steps=3", "--set", "eval_every=3", "--set", "eval_prompts=32",
-           "--set", "checkpoint_every=3", "--set", f"vllm.cuda_graphs={os.environ.get('M1_BENCH_GRAPHS', '1') == '1'}"]
+    db = WORK / "vllm_rl_mlflow.db"
+    db.unlink(missing_ok=True)
+    steps = int(os.environ.get("M1_RL_STEPS", "4"))
+    cmd = [sys.executable, "-c", RL_RUNNER, "--policy", str(ROOT / "runs/sft/policy"),
+           "--data", str(ROOT / "data/rl"), "--output", str(out), "--params", str(params),
+           "--set", "rollout_engine=vllm", "--set", f"steps={steps}", "--set", f"eval_every={steps}",
+           "--set", "eval_prompts=16", "--set", f"checkpoint_every={steps}", "--set", "run_name=vllm-h200",
+           "--set", f"vllm.cuda_graphs={os.environ.get('M1_BENCH_GRAPHS', '1') == '1'}"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}", "GIT_PYTHON_REFRESH": "quiet"}
+    res["command"] = "python -m tasks.train.rl.train " + " ".join(cmd[3:])
     t0 = time.time()
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=PARTS["rl"] - 20)
-    res["seconds"], res["returncode"] = time.time() - t0, done.returncode
-    res["tail"] = (done.stdout + done.stderr)[-3000:]
-    if done.returncode:
-        res["error"] = f"the RL run exited with {done.returncode}"
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=PARTS["rl"] - 30, env=env)
+        res["returncode"], res["tail"] = done.returncode, (done.stdout + done.stderr)[-4000:]
+        if done.returncode:
+            res["error"] = f"the RL run exited with {done.returncode}"
+    except subprocess.TimeoutExpired as e:
+        res["error"], res["tail"] = "the RL run timed out", str(e.stdout or "")[-2000:] + str(e.stderr or "")[-2000:]
+    res["seconds"] = time.time() - t0
     if (out / "metrics.jsonl").exists():
-        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
-        res["metrics"] = rows
+        res["metrics"] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
         (WORK / "vllm_rl_metrics.jsonl").write_text((out / "metrics.jsonl").read_text())
+    try:
+        import mlflow
+
+        client = mlflow.tracking.MlflowClient(f"sqlite:///{db}")
+        run = client.search_runs([client.get_experiment_by_name("m1-rl").experiment_id])[0]
+        res["mlflow"] = {"run_id": run.info.run_id, "status": run.info.status,
+                         "prob_pearson": [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "health/prob_pearson")]}
+    except Exception as e:
+        res["mlflow"] = {"error": f"{type(e).__name__}: {e}"[:500]}
+    log("rl", res.get("error", "ok"), res.get("mlflow"))
+
+
+def part_router32(res: dict) -> None:
+    """Figure 3 on the random export with vLLM choosing experts on fp32 router logits."""
+    os.environ["M1_ROUTER"], os.environ["M1_RANDOM_STEPS"] = "fp32", "figure3"
+    part_random(res)
+
+
+SPEED_ROWS = (  # (prompts, log-probs, per-request seeds, new tokens)
+    (64, True, True, 256), (64, False, True, 256), (64, True, False, 256), (64, False, False, 256),
+    (64, True, True, 1), (256, True, True, 256), (256, False, False, 256),
+)
+
+
+def speed_rows(llm, res: dict, deadline: float) -> None:
+    """tokens/s of ``llm.generate`` (median of 3 after a warm-up) for each of ``SPEED_ROWS``, EOS ignored."""
+    from vllm import SamplingParams as VSP, TokensPrompt
+
+    g = torch.Generator().manual_seed(0)
+    prompts = [TokensPrompt(prompt_token_ids=torch.randint(0, 32768, (32,), generator=g).tolist()) for _ in range(256)]
+    res["rows"] = []
+    for n, logprobs, seeded, new in SPEED_ROWS:
+        if time.time() > deadline:
+            break
+        runs = []
+        for r in range(4):
+            sp = [VSP(temperature=1.0, max_tokens=new, ignore_eos=True, detokenize=False, logprobs=0 if logprobs else None,
+                      seed=1000 * r + i if seeded else None) for i in range(n)]
+            _, sec = timed(llm.generate, prompts[:n], sp, use_tqdm=False)
+            if r:
+                runs.append(n * new / sec)
+        row = {"prompts": n, "logprobs": logprobs, "seeds": seeded, "new_tokens": new, "runs": runs,
+               "tokens_per_s": sorted(runs)[1], "ms_per_step": 1000 * n / sorted(runs)[1]}
+        res["rows"].append(row)
+        log("speed", row)
+        dump(res)
+
+
+def part_speed(res: dict, prefill: str = "m1") -> None:
+    """``VLLMEngine`` (the RL configuration: engine core in this process) on the random export."""
+    t_end = time.time() + PARTS["speed"] - 40
+    master = random_policy(32768)
+    eng, vm = engine_for(master, "speed", res, prefill=prefill)
+    speed_rows(eng.llm, res, t_end - 25)
+    from vllm import SamplingParams as VSP, TokensPrompt
+
+    g = torch.Generator().manual_seed(1)
+    prompts = [TokensPrompt(prompt_token_ids=torch.randint(0, 32768, (32,), generator=g).tolist()) for _ in range(64)]
+    sp = [VSP(temperature=1.0, max_tokens=64, ignore_eos=True, detokenize=False, logprobs=0, seed=i) for i in range(64)]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
+        _, sec = timed(eng.llm.generate, prompts, sp, use_tqdm=False)
+    events = prof.key_averages()
+    device_us = sum(e.self_device_time_total for e in events)
+    res["profile"] = {"wall_ms_per_step": 1000 * sec / 64, "device_ms_per_step": device_us / 1000 / 64}
+    (WORK / "vllm_profile.txt").write_text(
+        f"64 prompts x 64 new tokens (logprobs, seeds): wall {1000 * sec / 64:.2f} ms/step, GPU kernels "
+        f"{device_us / 1000 / 64:.2f} ms/step\n\n"
+        + events.table(sort_by="self_device_time_total", row_limit=25) + "\n\n"
+        + events.table(sort_by="self_cpu_time_total", row_limit=40))
+    log("profile", res["profile"])
+
+
+def part_speed_vp(res: dict) -> None:
+    """``part_speed`` with vLLM's lightning prefill instead of the trainer's kernel (rl.vllm.prefill)."""
+    part_speed(res, prefill="vllm")
+
+
+def part_speed_mp(res: dict) -> None:
+    """vLLM's own MiniMax class with its engine core in a process of its own (vLLM's default; no
+    logits processor, so no in-process weight sync), same export and rows."""
+    from vllm import LLM
+
+    from model.checkpoint import save_vllm_export
+
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
+    t_end = time.time() + PARTS["speed_mp"] - 20
+    master = random_policy(32768)
+    export = save_vllm_export(master, WORK / "export_speed_mp", dtype=torch.bfloat16, head_fp32=True)
+    del master
+    graphs = {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY", "cudagraph_capture_sizes": [2**i for i in range(9)]}
+    llm, res["load_s"] = timed(LLM, model=str(export), skip_tokenizer_init=True, dtype="bfloat16", seed=0,
+                               gpu_memory_utilization=0.3, max_model_len=4096, max_num_seqs=256,
+                               enable_prefix_caching=False, logprobs_mode="processed_logprobs", compilation_config=graphs)
+    speed_rows(llm, res, t_end)
 
 
 def dump(res: dict) -> None:
@@ -520,7 +753,9 @@ def run_part(name: str) -> None:
     torch.manual_seed(0)
     res = {"part": name}
     try:
-        {"random": part_random, "rl": part_rl, "v200k": part_v200k, "trained": part_trained, "trunc": part_trunc}[name](res)
+        {"kernel": part_kernel, "random": part_random, "rl": part_rl, "v200k": part_v200k, "trained": part_trained,
+         "trunc": part_trunc, "router32": part_router32, "speed": part_speed, "speed_vp": part_speed_vp,
+         "speed_mp": part_speed_mp}[name](res)
     except Exception as e:  # the driver records what broke; results so far are kept
         import traceback
 
@@ -575,7 +810,7 @@ def plots(results: dict, out: Path) -> None:
 def summary(results: dict) -> str:
     lines = ["| policy | vLLM head | r vs trainer bf16 head | r vs trainer fp32 head | r vs trainer fp32 model | mean abs dp (same head) | max abs dp |",
              "|---|---|---|---|---|---|---|"]
-    for n in ("random", "trained", "v200k"):
+    for n in ("random", "router32", "trained", "v200k"):
         for h, f3 in results.get(n, {}).get("figure3", {}).items():
             same = f3["vs_trainer_bf16_head" if h == "bf16" else "vs_trainer_fp32_head"]
             r = {k: f"{f3[f'vs_trainer_{k}']['pearson']:.6f}" if f"vs_trainer_{k}" in f3 else "n/a"
@@ -589,6 +824,27 @@ def summary(results: dict) -> str:
             lines.append(f"| vLLM 0.23, FULL_DECODE_ONLY CUDA graphs, {k} | {v['tokens_per_s']:.0f} |")
         for k, v in tp.get("torch", {}).items():
             lines.append(f"| TorchEngine {k} ({v['new_tokens']} new tokens) | {v['tokens_per_s']:.0f} ({v['ms_per_step']:.2f} ms/step) |")
+    kernel = {k: v for k, v in results.get("kernel", {}).items() if k.startswith("N=")}
+    if kernel:
+        lines += ["", "| fused log-probs | BK | shared fwd/bwd | rel err logprob | entropy | grad h | grad w | fwd ms | bwd ms |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for k, v in kernel.items():
+            errs = " | ".join(f"{v[e]:.1e}" if e in v else "-" for e in ("err_logprob", "err_entropy", "err_grad_h", "err_grad_w"))
+            lines.append(f"| {k} | {v['tiles']['BK']} | {v.get('shared_fwd')}/{v.get('shared_bwd')} | {errs} | "
+                         f"{v.get('fwd_ms', float('nan')):.2f} | {v.get('bwd_ms', float('nan')):.2f} |" + (f" {v['error']}" if "error" in v else ""))
+    for name in ("speed", "speed_vp", "speed_mp"):
+        rows = results.get(name, {}).get("rows", [])
+        if rows:
+            lines += ["", f"| {name}: prompts | logprobs | seeds | new tokens | tokens/s | ms/step |", "|---|---|---|---|---|---|"]
+            lines += [f"| {r['prompts']} | {r['logprobs']} | {r['seeds']} | {r['new_tokens']} | {r['tokens_per_s']:.0f} | "
+                      f"{r['ms_per_step']:.2f} |" for r in rows]
+    if "profile" in results.get("speed", {}):
+        lines.append(f"profile: {results['speed']['profile']}")
+    rl = results.get("rl", {})
+    if "metrics" in rl:
+        lines.append("rl: " + "; ".join(f"step {m.get('step')}: r={m.get('health/prob_pearson', float('nan')):.5f}"
+                                        for m in rl["metrics"] if "health/prob_pearson" in m))
+        lines.append(f"rl mlflow: {rl.get('mlflow')}")
     for name, r in results.items():
         if "error" in r:
             lines.append(f"part {name}: ERROR {r['error']}")
@@ -602,6 +858,9 @@ def main() -> None:
     ap.add_argument("--parts", default="random,rl,v200k,trained", help="comma-separated parts to run, in this order "
                                                                         "(trunc: the truncation check of random alone)")
     ap.add_argument("--deadline", type=float, default=530.0, help="seconds for all parts together")
+    ap.add_argument("--random-steps", default=",".join(RANDOM_STEPS), help="what the random part measures, comma-separated: "
+                                                                          + ", ".join(RANDOM_STEPS))
+    ap.add_argument("--rl-steps", type=int, default=4, help="RL steps of the rl part")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     if args.part:
@@ -618,7 +877,8 @@ def main() -> None:
         t0 = time.time()
         child = subprocess.Popen([sys.executable, __file__, "--output", str(args.output), "--part", name],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                                 env={**os.environ, "M1_BENCH_GRAPHS": graphs})
+                                 env={**os.environ, "M1_BENCH_GRAPHS": graphs, "M1_RANDOM_STEPS": args.random_steps,
+                                      "M1_RL_STEPS": str(args.rl_steps)})
         try:
             text = child.communicate(timeout=min(PARTS[name], left))[0]
         except subprocess.TimeoutExpired:
@@ -634,9 +894,9 @@ def main() -> None:
         log(f"part {name} done in {time.time() - t0:.0f}s" + (f": {results[name]['error']}" if "error" in results[name] else ""))
         (args.output / "vllm_h200.json").write_text(json.dumps(results, indent=1, default=str))
         (args.output / "vllm_h200.log").write_text("\n".join(logs))
-    for extra in ("vllm_loaded_names.txt", "vllm_rl_metrics.jsonl"):
+    for extra in ("vllm_loaded_names.txt", "vllm_rl_metrics.jsonl", "vllm_profile.txt", "vllm_rl_mlflow.db"):
         if (WORK / extra).exists():
-            (args.output / extra).write_text((WORK / extra).read_text())
+            (args.output / extra).write_bytes((WORK / extra).read_bytes())
     try:
         plots(results, args.output)
     except Exception as e:
