@@ -97,7 +97,7 @@ def dense_moe(moe: SparseMoE, x: torch.Tensor) -> torch.Tensor:
     """``SparseMoE.forward`` without data-dependent shapes: every expert runs on every row and
     unselected rows get weight 0, accumulated in the same expert order (same sums, up to GEMM
     rounding). x [N, d] -> [N, d]."""
-    probs = torch.softmax(moe.gate(x).float(), dim=-1)  # [N, E]
+    probs = torch.softmax(moe.router_logits(x), dim=-1)  # [N, E]
     top_w, top_i = torch.topk(probs, moe.cfg.num_experts_per_tok, dim=-1)
     weights = torch.zeros_like(probs).scatter(1, top_i, top_w / top_w.sum(-1, keepdim=True))  # [N, E]
     out = torch.zeros_like(x)

@@ -7,8 +7,10 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from model import M1Config, M1ForCausalLM
+from model.modeling import SparseMoE
 
 transformers = pytest.importorskip("transformers")
 
@@ -174,3 +176,17 @@ def test_original_minimax_config_names_are_read():
     })
     assert cfg.layer_types == ["linear_attention"] * 3 + ["full_attention"]
     assert cfg.mlp_alpha_factor == 3.5 and cfg.rotary_dim == 8 and cfg.rope_theta == 1e7
+
+
+def test_a_bf16_moe_routes_on_fp32_router_logits():
+    torch.manual_seed(0)
+    cfg = M1Config.preset("tiny")
+    moe = SparseMoE(cfg)
+    x = torch.randn(4096, cfg.hidden_size).bfloat16()
+    fp32_logits = F.linear(x.float(), moe.gate.weight.bfloat16().float())
+    out, logits = moe.bfloat16()(x)
+    assert out.dtype == torch.bfloat16 and logits.dtype == torch.float32
+    assert torch.equal(logits, fp32_logits)  # the weights are exact in bf16, so this is the fp32 choice
+    bf16_choice = torch.topk(moe.gate(x).float(), cfg.num_experts_per_tok, dim=-1).indices.sort(-1).values
+    fp32_choice = torch.topk(fp32_logits, cfg.num_experts_per_tok, dim=-1).indices.sort(-1).values
+    assert (bf16_choice != fp32_choice).any(-1).sum() > 0  # what a bf16 GEMM router would have chosen
