@@ -168,6 +168,22 @@ def upstream(stage: Stage, stages: list[Stage]) -> list[str]:
     return names
 
 
+def runs_alone(stage: Stage, stages: list[Stage]) -> bool:
+    """Whether every other stage is above or below ``stage`` in the DAG, so a flow running the
+    stages concurrently never runs another beside it."""
+    above = {s.name: set(upstream(s, stages)) for s in stages}
+
+    def closure(name: str) -> set[str]:
+        seen, todo = set(), [name]
+        while todo:
+            for u in above[todo.pop()] - seen:
+                seen.add(u)
+                todo.append(u)
+        return seen
+    ancestors = closure(stage.name)
+    return all(s.name == stage.name or s.name in ancestors or stage.name in closure(s.name) for s in stages)
+
+
 def topological(stages: list[Stage]) -> list[Stage]:
     """Stages ordered so each comes after every stage it reads from; a cycle is an error."""
     by_name = {s.name: s for s in stages}

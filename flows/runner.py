@@ -216,12 +216,12 @@ class ProgressThrottle:
 
 
 def _run_command(stage: Stage, root: Path, partial: Path, lock_fd: int, run_id: str | None,
-                 echo: Callable[[str], None]) -> tuple[int, float, list[str]]:
+                 echo: Callable[[str], None], env: dict[str, str]) -> tuple[int, float, list[str]]:
     """Run the stage's command writing to ``partial``; tee its output to ``runs/logs/<stage>.log``
     and, progress lines thinned out (``ProgressThrottle``), to ``echo``."""
     argv = list(stage.argv)
     argv[argv.index("--output") + 1] = partial.relative_to(root).as_posix()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     env.pop(ENV_RUN, None)
     if run_id:
         env[ENV_RUN] = run_id
@@ -242,10 +242,11 @@ def _run_command(stage: Stage, root: Path, partial: Path, lock_fd: int, run_id: 
 
 
 def execute_stage(stage: Stage, root: Path = ROOT, force: bool = False, echo=print,
-                  parent_run: str | None = None) -> dict:
+                  parent_run: str | None = None, env: dict[str, str] | None = None) -> dict:
     """Run one stage in ``root`` (the steps of the module docstring); ``parent_run`` is the pipeline's
-    MLflow run (None: no MLflow). Skips a current stage unless ``force``; raises with the log's tail
-    when the command fails, and ``StageBusy`` when another process runs the stage."""
+    MLflow run (None: no MLflow); ``env`` is added to the command's environment. Skips a current
+    stage unless ``force``; raises with the log's tail when the command fails, and ``StageBusy`` when
+    another process runs the stage."""
     with stage_lock(stage, root) as lock_fd:
         if not force and stage_is_current(stage, root):
             echo(f"[{stage.name}] up to date, skipped")
@@ -258,7 +259,7 @@ def execute_stage(stage: Stage, root: Path = ROOT, force: bool = False, echo=pri
         run_id = mlflow_runs.start_stage(parent_run, stage, root, attempt.get("mlflow_run_id")) if parent_run else None
         _atomic_write(attempt_path, json.dumps({**attempt, "mlflow_run_id": run_id}))
         echo(f"[{stage.name}] {stage.cmd}")
-        rc, seconds, tail = _run_command(stage, root, partial, lock_fd, run_id, echo)
+        rc, seconds, tail = _run_command(stage, root, partial, lock_fd, run_id, echo, env or {})
         if rc != 0:
             if run_id:
                 mlflow_runs.stage_failed(run_id, rc)

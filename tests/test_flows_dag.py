@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.dag import ROOT, Stage, fingerprint, to_dvc, topological, upstream
+from flows.dag import ROOT, Stage, fingerprint, runs_alone, to_dvc, topological, upstream
 from flows.runner import ProgressThrottle, execute_stage, stage_is_current
 from flows.stages import STAGES
 
@@ -38,6 +38,15 @@ def test_topological_order_and_upstream():
     stages = _stages()
     assert [s.name for s in topological(stages)] == ["a", "b", "c"]
     assert upstream(stages[0], stages) == ["b", "a"]
+
+
+def test_stages_that_run_alone():
+    a, b, c = _stages()[::-1]
+    d = Stage("d", "mod_d", {"input": "out/a.txt"}, "out/d.txt")  # after a, beside b and c
+    assert [runs_alone(s, [a, b, c]) for s in (a, b, c)] == [True, True, True]
+    assert [runs_alone(s, [a, b, c, d]) for s in (a, b, c, d)] == [True, False, False, False]
+    alone = {s.name for s in STAGES if runs_alone(s, STAGES)}
+    assert alone == {"rl", "extend", "eval"}  # sft runs beside curation, genrm beside difficulty
 
 
 def test_cycle_is_an_error():
@@ -81,7 +90,7 @@ def test_stage_runs_then_skips_then_reruns_on_change(project: Path):
     assert (project / "runs.log").read_text() == "a\na\n"
 
 
-def test_progress_lines_are_echoed_at_most_once_per_interval_and_all_logged(project: Path):
+def test_progress_lines_are_echoed_at_most_once_per_interval_and_all_logged_and_env_reaches_the_stage(project: Path):
     lines = ["sft:  20%|██        | 60/300 [03:25<05:32,  1.38s/it]", "decontaminate: 1batch [00:04,  4.77s/batch]",
              "difficulty: 100%|██████████| 438/438 [1:02:03<00:00, 12.1it/s]"]
     plain = ["{'loss': 0.5}", "wrote 3 rows [a, b]", "step 3 [ok]"]
@@ -95,17 +104,18 @@ def test_progress_lines_are_echoed_at_most_once_per_interval_and_all_logged(proj
     assert shown(lines[1]) and not shown(lines[2])
     # through a stage: the log file keeps every line, the echo the plain ones and the first progress line
     (project / "mod_a.py").write_text(textwrap.dedent("""
-        import pathlib, sys
+        import os, pathlib, sys
         PARAMS = {"raw_math": None}
         for i in range(50):
             print(f"work: {2 * i}%|#    | {i}/50 [00:0{i % 10}<00:05,  9.99it/s]")
         print("done")
         out = pathlib.Path(sys.argv[sys.argv.index("--output") + 1])
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("x")
+        out.write_text(os.environ["M1_STAGE_ENV"])
     """))
     echoed = []
-    execute_stage(_stages()[2], root=project, echo=echoed.append)
+    execute_stage(_stages()[2], root=project, echo=echoed.append, env={"M1_STAGE_ENV": "given"})
+    assert (project / "out/a.txt").read_text() == "given"
     assert len((project / "runs/logs/a.log").read_text().splitlines()) == 51
     progress = [e for e in echoed if "it/s]" in e]
     assert progress == ["[a] work: 0%|#    | 0/50 [00:00<00:05,  9.99it/s]"] and "[a] done" in echoed
