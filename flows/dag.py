@@ -168,9 +168,9 @@ def upstream(stage: Stage, stages: list[Stage]) -> list[str]:
     return names
 
 
-def runs_alone(stage: Stage, stages: list[Stage]) -> bool:
-    """Whether every other stage is above or below ``stage`` in the DAG, so a flow running the
-    stages concurrently never runs another beside it."""
+def beside(stage: Stage, stages: list[Stage]) -> list[Stage]:
+    """The stages neither above nor below ``stage`` in the DAG: those a flow that runs independent
+    stages concurrently may run beside it."""
     above = {s.name: set(upstream(s, stages)) for s in stages}
 
     def closure(name: str) -> set[str]:
@@ -181,7 +181,7 @@ def runs_alone(stage: Stage, stages: list[Stage]) -> bool:
                 todo.append(u)
         return seen
     ancestors = closure(stage.name)
-    return all(s.name == stage.name or s.name in ancestors or stage.name in closure(s.name) for s in stages)
+    return [s for s in stages if s.name != stage.name and s.name not in ancestors and stage.name not in closure(s.name)]
 
 
 def topological(stages: list[Stage]) -> list[Stage]:

@@ -38,7 +38,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows import mlflow_runs
-from flows.dag import PARAMS_FILE, ROOT, Stage, runs_alone, topological, upstream
+from flows.dag import PARAMS_FILE, ROOT, Stage, beside, topological, upstream
 from flows.runner import execute_stage, guarded
 from flows.stages import STAGES, SUMMARY
 from tasks.config import check_sections, exits_cleanly
@@ -51,21 +51,26 @@ def _stage(name: str) -> Stage:
     raise KeyError(f"no stage named {name!r}; stages: {', '.join(s.name for s in STAGES)}")
 
 
-#: the environment of a stage the flow may run beside another: OpenMP threads that wait for work
-#: spin on their core, and two torch processes of 2 threads each on 2 cores took 9x as long as one
-#: alone (19.9 s against 2.1 s); passive waiting, 2.8-3.0 s for both (LOG.md, issue 11)
+#: the environment of a stage the flow may run beside a torch stage (``gpu``): OpenMP threads that
+#: wait for work spin on their core, and two torch processes of 2 threads each on 2 cores took 9x as
+#: long as one alone (19.9 s against 2.1 s); with passive waiting 2.8-3.0 s each (LOG.md, issue 11)
 SHARED_CORES_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def stage_env(stage: Stage) -> dict[str, str]:
+    """``SHARED_CORES_ENV`` when a torch stage may run beside ``stage``, else nothing: spinning threads
+    are faster alone (2.2 s against 2.8 s; SFT 1.2 against 1.65 s a step), and sft's neighbours
+    (the curation stages) are light."""
+    return SHARED_CORES_ENV if any(s.gpu for s in beside(stage, STAGES)) else {}
 
 
 @task(name="stage", task_run_name="{name}", cache_policy=NO_CACHE)
 def run_stage(name: str, force: bool = False, root: str = str(ROOT), parent_run: str | None = None) -> dict:
-    """A Prefect task around ``execute_stage``: returns small metadata, never data. A stage that may
-    run beside another gets ``SHARED_CORES_ENV``; one that runs alone keeps spinning threads, which
-    are faster alone (2.2 s against 2.8 s)."""
+    """A Prefect task around ``execute_stage``: returns small metadata, never data."""
     logger = get_run_logger()
     stage = _stage(name)
     return execute_stage(stage, root=Path(root), force=force, echo=logger.info, parent_run=parent_run,
-                         env={} if runs_alone(stage, STAGES) else SHARED_CORES_ENV)
+                         env=stage_env(stage))
 
 
 @flow(name="m1", log_prints=True)

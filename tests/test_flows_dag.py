@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.dag import ROOT, Stage, fingerprint, runs_alone, to_dvc, topological, upstream
+from flows.dag import ROOT, Stage, beside, fingerprint, to_dvc, topological, upstream
 from flows.runner import ProgressThrottle, execute_stage, stage_is_current
 from flows.stages import STAGES
 
@@ -40,13 +40,22 @@ def test_topological_order_and_upstream():
     assert upstream(stages[0], stages) == ["b", "a"]
 
 
-def test_stages_that_run_alone():
+def test_stages_beside_a_stage_and_who_waits_passively():
+    from flows.full_pipeline import SHARED_CORES_ENV, stage_env
+
     a, b, c = _stages()[::-1]
     d = Stage("d", "mod_d", {"input": "out/a.txt"}, "out/d.txt")  # after a, beside b and c
-    assert [runs_alone(s, [a, b, c]) for s in (a, b, c)] == [True, True, True]
-    assert [runs_alone(s, [a, b, c, d]) for s in (a, b, c, d)] == [True, False, False, False]
-    alone = {s.name for s in STAGES if runs_alone(s, STAGES)}
-    assert alone == {"rl", "extend", "eval"}  # sft runs beside curation, genrm beside difficulty
+    assert [beside(s, [a, b, c]) for s in (a, b, c)] == [[], [], []]
+    assert [[x.name for x in beside(s, [a, b, c, d])] for s in (a, b, c, d)] == [[], ["d"], ["d"], ["b", "c"]]
+    names = lambda stage: {s.name for s in beside(stage, STAGES)}  # noqa: E731
+    by_name = {s.name: s for s in STAGES}
+    assert {"calibrate", "difficulty", "rl_data"} <= names(by_name["genrm"])
+    assert {"synlogic", "raw_math", "dedup"} <= names(by_name["sft"]) and not any(by_name[n].gpu for n in names(by_name["sft"]))
+    passive = {s.name for s in STAGES if stage_env(s) == SHARED_CORES_ENV}
+    # beside a torch stage: curation beside sft, the difficulty chain and genrm beside each other;
+    # sft, rl, extend and eval keep spinning threads
+    assert passive == {"raw_math", "clean", "dedup", "decontaminate", "questions", "synlogic", "calibrate",
+                       "difficulty", "rl_data", "genrm"}
 
 
 def test_cycle_is_an_error():
