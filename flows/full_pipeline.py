@@ -51,17 +51,18 @@ def _stage(name: str) -> Stage:
     raise KeyError(f"no stage named {name!r}; stages: {', '.join(s.name for s in STAGES)}")
 
 
-#: the environment of a stage the flow may run beside a torch stage (``gpu``): OpenMP threads that
-#: wait for work spin on their core, and two torch processes of 2 threads each on 2 cores took 9x as
-#: long as one alone (19.9 s against 2.1 s); with passive waiting 2.8-3.0 s each (LOG.md, issue 11)
+#: the environment of a torch stage (``gpu``) the flow may run beside another torch stage: OpenMP
+#: threads that wait for work spin on their core, and two torch processes of 2 threads each on 2
+#: cores took 9x as long as one alone (19.9 s against 2.1 s); with passive waiting 2.8-3.0 s each
+#: (LOG.md, issue 11)
 SHARED_CORES_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def stage_env(stage: Stage) -> dict[str, str]:
-    """``SHARED_CORES_ENV`` when a torch stage may run beside ``stage``, else nothing: spinning threads
-    are faster alone (2.2 s against 2.8 s; SFT 1.2 against 1.65 s a step), and sft's neighbours
-    (the curation stages) are light."""
-    return SHARED_CORES_ENV if any(s.gpu for s in beside(stage, STAGES)) else {}
+    """``SHARED_CORES_ENV`` for a torch stage another torch stage may run beside, else nothing:
+    spinning threads are faster alone (2.2 s against 2.8 s; SFT 1.2 against 1.65 s a step), and
+    passive curation stages beside a spinning SFT slowed it to 9 s a step (LOG.md)."""
+    return SHARED_CORES_ENV if stage.gpu and any(s.gpu for s in beside(stage, STAGES)) else {}
 
 
 @task(name="stage", task_run_name="{name}", cache_policy=NO_CACHE)

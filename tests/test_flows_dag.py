@@ -52,10 +52,9 @@ def test_stages_beside_a_stage_and_who_waits_passively():
     assert {"calibrate", "difficulty", "rl_data"} <= names(by_name["genrm"])
     assert {"synlogic", "raw_math", "dedup"} <= names(by_name["sft"]) and not any(by_name[n].gpu for n in names(by_name["sft"]))
     passive = {s.name for s in STAGES if stage_env(s) == SHARED_CORES_ENV}
-    # beside a torch stage: curation beside sft, the difficulty chain and genrm beside each other;
-    # sft, rl, extend and eval keep spinning threads
-    assert passive == {"raw_math", "clean", "dedup", "decontaminate", "questions", "synlogic", "calibrate",
-                       "difficulty", "rl_data", "genrm"}
+    # torch stages beside torch stages: calibrate and difficulty beside genrm; sft (beside the light
+    # curation stages), rl, extend and eval keep spinning threads
+    assert passive == {"calibrate", "difficulty", "genrm"}
 
 
 def test_cycle_is_an_error():
