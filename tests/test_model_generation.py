@@ -53,11 +53,15 @@ def test_generated_logprobs_match_training_path_m1(m1):
     _check_logprobs_match(m1, prompts, out)
 
 
-def test_generated_logprobs_match_training_path_hf_llama():
+def _tiny_llama():
     transformers = pytest.importorskip("transformers")
     cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                    num_attention_heads=4, num_key_value_heads=2)
-    hf = transformers.LlamaForCausalLM(cfg).eval()
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def test_generated_logprobs_match_training_path_hf_llama():
+    hf = _tiny_llama()
     prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10]]
     out = TorchEngine(hf).generate(prompts, SamplingParams(max_new_tokens=8), torch.Generator().manual_seed(0))
     _check_logprobs_match(hf, prompts, out)
@@ -111,10 +115,7 @@ def test_prompts_equal_only_after_padding_are_not_merged(m1):
 
 
 def test_repeated_prompts_share_prefill_on_a_hf_model():
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2)
-    hf = transformers.LlamaForCausalLM(cfg).eval()
+    hf = _tiny_llama()
     prompts = [[1, 2, 3]] * 3 + [[4, 5, 6, 7, 8, 9, 10]] * 2
     eng = _CountingPrefill(hf)
     eng.prefills = []
