@@ -208,6 +208,8 @@ class StaticDecoder:
 class TorchEngine:
     """Batched generation with a cache, for ``M1ForCausalLM`` or a Hugging Face causal LM."""
 
+    workers = 1  # processes a call runs on (``model.sharded.ShardedEngine``: more)
+
     def __init__(self, model, *, pad_token_id: int = 0, decode: str = "auto") -> None:
         if decode not in DECODE_MODES:
             raise ValueError(f"decode={decode!r}: expected one of {DECODE_MODES}")

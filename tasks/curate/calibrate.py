@@ -49,9 +49,11 @@ class CalibrateParams(Params):
     max_new_tokens: int = param(96, ge=1, help="reply budget of both policies (tiny default; at scale the RL window)")
     temperature: float = param(1.0, ge=0.0, help="sampling temperature")
     top_p: float = param(0.95, gt=0.0, le=1.0, help="nucleus sampling")
-    batch_size: int = param(160, ge=1, help="sequences per generate call")
+    batch_size: int = param(160, ge=1, help="sequences per generate call and worker")
     seed: int = param(0, help="items and sampling seed")
     device: str = param("auto", help="auto = the GPU when there is one, else cpu")
+    threads: int = param(2, ge=1, help="CPU cores: torch threads and single-thread generation workers; a fixed number, "
+                                       "so results do not depend on the machine's cores")
 
 
 #: (task, difficulty, policy name) -> per-item share of sampled responses that earn reward 1.0
@@ -167,6 +169,7 @@ PARAMS = {"calibrate": CalibrateParams}
 def main(argv: list[str] | None = None) -> dict[str, Calibrated]:
     from tqdm import tqdm
 
+    from model.sharded import set_cores
     from tasks.envs.synlogic import TASKS
     from tasks.envs.synlogic.base import SynLogicTask
     from tasks.train.policy import SamplingPolicy
@@ -175,6 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Calibrated]:
                       prog="python -m tasks.curate.calibrate")
     args = ap.parse_args(argv)
     p = load(args.params, PARAMS, args.set)["calibrate"]
+    set_cores(p.threads)
     synlogic = sorted(n for n, t in TASKS.items() if isinstance(t, SynLogicTask))
     names = list(p.tasks) or synlogic
     unknown = [t for t in names if t not in synlogic]

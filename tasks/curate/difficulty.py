@@ -73,13 +73,15 @@ class DifficultyParams(Params):
     lower: float = param(0.0, ge=0.0, le=1.0, help="keep lower < pass rate < upper (strictly)")
     upper: float = param(0.9, ge=0.0, le=1.0, help="see lower")
     pass_reward: float = param(1.0, help="a sample passes when its reward reaches this")
-    batch_size: int = param(160, ge=1, help="sequences per generate call (prompts x k)")
+    batch_size: int = param(160, ge=1, help="sequences per generate call and worker (prompts x k)")
     seed: int = param(0, help="the sampling generator's seed")
     chunk_size: int = param(1024, ge=1, help="rows per streamed batch")
     max_question_chars: int = param(4096, ge=1, help="longer questions are rejected as long_question; prompt memory "
                                                      "grows with length x batch_size (tiny policy, CPU: 160 prompts of "
                                                      "4096 chars peaked at 5.1 GB); the shipped tasks' longest is 2.7K")
     device: str = param("auto", help="auto = the GPU when there is one, else cpu")
+    threads: int = param(2, ge=1, help="CPU cores: torch threads and single-thread generation workers; a fixed number, "
+                                       "so results do not depend on the machine's cores")
     synlogic_items: int = param(40, ge=1, help="SynLogic items graded per family, spread over its calibrated levels")
     generated: dict[str, GeneratedSource] = param(default_factory=_default_generated,
                                                   help="tasks whose items the stage generates: code items, "
@@ -91,6 +93,7 @@ class DifficultyParams(Params):
             raise self.fail("upper", self.upper, f"a number > lower ({self.lower})")
 
 
+#: the reward of a response to an item; a verifier may also offer ``many(pairs) -> rewards`` for a batch
 Verifier = Callable[[dict[str, Any], str], float]
 
 
@@ -130,7 +133,10 @@ def task_verifier(envs: EnvParams) -> Verifier:
 def pass_rates(items: list[dict[str, Any]], policy: Policy, k: int, verifier: Verifier, pass_reward: float) -> np.ndarray:
     """[N] fraction of ``k`` sampled responses per item whose reward is >= ``pass_reward``."""
     responses = policy.sample([it["question"] for it in items], k)
-    return np.array([sum(verifier(it, r) >= pass_reward for r in rs) / k for it, rs in zip(items, responses)])
+    pairs = [(it, r) for it, rs in zip(items, responses) for r in rs]
+    many = getattr(verifier, "many", None)  # a batch at once (sandbox runs in parallel), where offered
+    rewards = np.array(many(pairs) if many else [verifier(it, r) for it, r in pairs], dtype=np.float64)
+    return (rewards.reshape(len(items), k) >= pass_reward).mean(axis=1)
 
 
 def unaskable(df: pl.DataFrame, max_question_chars: int) -> list[str | None]:
@@ -153,7 +159,7 @@ def difficulty(input_path: str | Path, output_dir: str | Path, params: Difficult
     k, lower, upper = params.k, params.lower, params.upper
     lf = scan(input_path)
     writer = StageWriter(output_dir, "difficulty", input_path)
-    prompts_per_call = max(1, params.batch_size // k)
+    prompts_per_call = max(1, params.batch_size * getattr(policy, "workers", 1) // k)  # a batch per worker
     total = count_rows(lf, input_path)
     template, hist = None, np.zeros(k + 1, np.int64)
     with tqdm(total=total, desc=f"difficulty pass@{k}", unit="item") as bar:
@@ -300,13 +306,20 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     pool.write_parquet(out / "pool.parquet")
+    from model.sharded import set_cores
     from tasks.envs.scoring import Scorer, item_from_row
     from tasks.train.policy import SamplingPolicy
 
+    set_cores(p.threads)
     policy = SamplingPolicy.load(args.policy, max_new_tokens=p.max_new_tokens, temperature=p.temperature,
                                  top_p=p.top_p, batch_size=p.batch_size, seed=p.seed, device=p.device)
-    scorer = Scorer(envs)
-    report = difficulty(out / "pool.parquet", out, p, policy, lambda item, r: scorer.score(item_from_row(item), r))
+    scorer = Scorer(envs, workers=p.threads)
+
+    def verify(item: dict[str, Any], response: str) -> float:
+        return scorer.score(item_from_row(item), response)
+
+    verify.many = lambda pairs: scorer.score_many([(item_from_row(it), r) for it, r in pairs])
+    report = difficulty(out / "pool.parquet", out, p, policy, verify)
     report.update(by_source=counts_by(out, "source"), by_task=counts_by(out, "task"), verifier_calls=scorer.verified)
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     plot_counts(report["by_task"], out / "kept_by_task.png")

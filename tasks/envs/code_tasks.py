@@ -59,6 +59,8 @@ class CodeParams(Params):
 class _CodeTask:
     """Shared settings: ``envs.code`` and the sandbox limits ``envs.sandbox``."""
 
+    sandboxed = True  # verify runs sandbox processes (tasks.envs.scoring verifies several at once)
+
     def __init__(self, params: CodeParams | None = None, limits: Limits | None = None) -> None:
         self.params = params or CodeParams()
         self.limits = limits or Limits()

@@ -50,10 +50,11 @@ class EvalParams(Params):
     max_new_tokens: int = param(96, ge=1, help="reply budget (tiny default: the worked solutions of the levels SFT "
                                                "teaches are under 90 tokens)")
     families: tuple[str, ...] = param((), help="families to evaluate; empty = every family of --heldout")
-    batch_size: int = param(160, ge=1, help="sequences per generate call")
+    batch_size: int = param(160, ge=1, help="sequences per generate call and worker")
     seed: int = param(0, help="sampling seed (the same for every policy and family)")
     device: str = param("auto", help="auto = the GPU when there is one, else cpu")
-    threads: int = param(2, ge=1, help="CPU threads of torch: a fixed number, so results do not depend on the machine's cores")
+    threads: int = param(2, ge=1, help="CPU cores: torch threads and single-thread generation workers; a fixed number, "
+                                       "so results do not depend on the machine's cores")
     experiment: str = param("m1-eval", help="MLflow experiment")
 
 
@@ -97,7 +98,8 @@ def score_family(policy, scorer, items: list[dict[str, Any]], k: int) -> list[in
     """Passes out of k per item (a sample passes when its reward reaches 1)."""
     replies = policy.sample([it["question"] for it in items], k)
     eos = policy.tok.eos_token
-    return [sum(scorer.score(it, r.removesuffix(eos)) >= 1.0 for r in rs) for it, rs in zip(items, replies)]
+    rewards = scorer.score_many([(it, r.removesuffix(eos)) for it, rs in zip(items, replies) for r in rs])
+    return [sum(r >= 1.0 for r in rewards[i * k : (i + 1) * k]) for i in range(len(items))]
 
 
 def _fingerprint(policy_digest: str, items: list[dict[str, Any]], params: EvalParams) -> str:
@@ -128,7 +130,7 @@ def evaluate_policies(heldout: dict[str, list[dict[str, Any]]], policies: list[s
     unknown = [f for f in families if f not in heldout]
     if unknown:
         raise params.fail("families", unknown, f"families of the held-out file: {', '.join(sorted(heldout))}")
-    scorer = Scorer(envs)
+    scorer = Scorer(envs, workers=params.threads)
     passes: dict[str, dict[str, list[int]]] = {}
     reused = 0
     for name, path in zip(names, policies):
@@ -260,7 +262,7 @@ PARAMS = {"eval": EvalParams, "envs": EnvParams}
 
 @exits_cleanly
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    import torch
+    from model.sharded import set_cores
 
     ap = stage_parser(__doc__, {"heldout": "held-out items (heldout.jsonl of tasks.curate.rl_data)"},
                       prog="python -m tasks.train.evaluate")
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="a policy directory (repeatable; the first is the baseline)")
     args = ap.parse_args(argv)
     loaded = load(args.params, PARAMS, args.set)
-    torch.set_num_threads(loaded["eval"].threads)
+    set_cores(loaded["eval"].threads)
     for path in args.policy:
         if not (Path(path) / "config.json").exists():
             raise UsageError(f"--policy {path}: not a policy directory (no config.json)")

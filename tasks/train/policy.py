@@ -106,11 +106,11 @@ class SamplingPolicy:
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer, sampling, *, batch_size: int, seed: int):
-        from model.generation import TorchEngine
+        from model.sharded import make_engine
 
         self.model, self.tok, self.sampling, self.batch_size = model.eval(), tokenizer, sampling, batch_size
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.engine = TorchEngine(model, pad_token_id=pad)
+        self.engine = make_engine(model, pad_token_id=pad)
         device = next(model.parameters()).device
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
@@ -126,11 +126,17 @@ class SamplingPolicy:
                                   stop_token_ids=(tok.eos_token_id,))
         return cls(model, tok, sampling, batch_size=batch_size, seed=seed)
 
+    @property
+    def workers(self) -> int:
+        """Generation processes (``model.sharded``): each call takes ``batch_size`` sequences for each."""
+        return self.engine.workers
+
     def sample(self, questions: list[str], k: int) -> list[list[str]]:
         prompts = [encode_prompt(self.tok, q) for q in questions for _ in range(k)]
         texts: list[str] = []
+        step = self.batch_size * self.workers
         with torch.no_grad():
-            for lo in range(0, len(prompts), self.batch_size):
-                out = self.engine.generate(prompts[lo : lo + self.batch_size], self.sampling, generator=self.generator)
+            for lo in range(0, len(prompts), step):
+                out = self.engine.generate(prompts[lo : lo + step], self.sampling, generator=self.generator)
                 texts += [self.tok.decode(t, skip_special_tokens=False) for t in out.tokens]
         return [texts[i * k : (i + 1) * k] for i in range(len(questions))]

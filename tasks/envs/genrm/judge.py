@@ -52,11 +52,12 @@ class Judge:
     """Batched generative judging in both modes (``grade``, ``compare`` / ``against``)."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, params: JudgeParams):
-        from model.generation import SamplingParams, TorchEngine
+        from model.generation import SamplingParams
+        from model.sharded import make_engine
 
         self.model, self.tok, self.params = model.eval(), tokenizer, params
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.engine = TorchEngine(model, pad_token_id=pad)
+        self.engine = make_engine(model, pad_token_id=pad)
         self.sampling = SamplingParams(max_new_tokens=params.max_new_tokens, temperature=0.0,
                                        stop_token_ids=(tokenizer.eos_token_id,))
         self.stats = JudgeStats()
@@ -87,9 +88,10 @@ class Judge:
         ids = [encode_prompt(self.tok, p)[-cap:] for p in prompts]
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out: list[str] = [""] * len(ids)
+        step = self.params.batch_size * self.engine.workers  # a batch for each worker
         with torch.no_grad():
-            for lo in range(0, len(order), self.params.batch_size):
-                rows = order[lo : lo + self.params.batch_size]
+            for lo in range(0, len(order), step):
+                rows = order[lo : lo + step]
                 gen = self.engine.generate([ids[i] for i in rows], self.sampling)
                 for i, toks in zip(rows, gen.tokens):
                     out[i] = self.tok.decode(toks, skip_special_tokens=False)

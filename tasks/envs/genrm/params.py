@@ -72,7 +72,7 @@ class JudgeParams(Params):
     """``genrm.judge``: judging. Greedy decoding of a short verdict reply, batched."""
 
     SECTION: ClassVar[str] = "genrm.judge"
-    batch_size: int = param(128, ge=1, help="judging prompts per generate call")
+    batch_size: int = param(128, ge=1, help="judging prompts per generate call and worker")
     max_new_tokens: int = param(40, ge=1, help="reply budget: a rationale of up to about 30 tokens, then the verdict")
     max_prompt_tokens: int = param(512, ge=16, help="longer judging prompts are cut at the front")
     device: str = param("auto", help="auto = the GPU when there is one, else cpu")
@@ -91,7 +91,7 @@ class JudgeEvalParams(Params):
     temperature: float = param(1.0, gt=0.0, help="the report's evaluation sampling ...")
     top_p: float = param(0.95, gt=0.0, le=1.0, help="... temperature 1.0, top-p 0.95")
     max_new_tokens: int = param(48, ge=1, help="policy reply budget")
-    batch_size: int = param(128, ge=1, help="policy sequences per generate call")
+    batch_size: int = param(128, ge=1, help="policy sequences per generate call and worker")
 
 
 @dataclass
@@ -155,5 +155,6 @@ class GenRMParams(Params):
     swiss: SwissParams = param(default_factory=SwissParams, help="reference tournament")
     general: GeneralParams = param(default_factory=GeneralParams, help="general-task rewards")
     monitor: MonitorParams = param(default_factory=MonitorParams, help="online length-bias monitor (RL)")
-    threads: int = param(2, ge=1, help="CPU threads of torch: a fixed number, so results do not depend on the machine's cores")
+    threads: int = param(2, ge=1, help="CPU cores: torch threads and single-thread generation workers; a fixed number, "
+                                       "so results do not depend on the machine's cores")
     experiment: str = param("m1-genrm", help="MLflow experiment")

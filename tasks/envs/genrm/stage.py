@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from model.sharded import set_cores
 from tasks.config import UsageError, exits_cleanly, load, stage_parser
 from tasks.envs.genrm.data import build_examples, write_examples, write_sft_jsonl
 from tasks.envs.genrm.finetune import train_judge
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
                       prog="python -m tasks.envs.genrm.stage")
     args = ap.parse_args(argv)
     loaded = load(args.params, PARAMS, args.set)
-    torch.set_num_threads(loaded["genrm"].threads)
+    set_cores(loaded["genrm"].threads)
     if not (Path(args.policy) / "config.json").exists():
         raise UsageError(f"--policy {args.policy}: no config.json; expected a policy saved by tasks.train.sft")
     report = run_genrm(loaded["genrm"], loaded["envs"], args.policy, args.output)

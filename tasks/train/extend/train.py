@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from model.sharded import set_cores
 from tasks.config import UsageError, exits_cleanly, load, stage_parser
 from tasks.envs.params import EnvParams
 from tasks.train.checkpoint import differences, digest, latest_checkpoint, load_state, made_by
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       prog="python -m tasks.train.extend.train")
     args = ap.parse_args(argv)
     loaded = load(args.params, PARAMS, args.set)
-    torch.set_num_threads(loaded["rl"].threads)
+    set_cores(loaded["rl"].threads)
     report = extend(args.rl, args.data, args.output, loaded["extend"], loaded["rl"], loaded["envs"], loaded["eval"])
     for w in report["windows"]:
         print(f"window {w['index']} ({w['tokens']} tokens), steps {w['start']}-{w['end']}: {w['reason']}")

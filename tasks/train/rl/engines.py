@@ -285,10 +285,12 @@ def repetition_cut(logprobs: list[float], n: int, threshold: float) -> int | Non
 
 def make_rollout_engine(cfg, model, tokenizer, out_dir: str | Path):
     """``rl.rollout_engine``: ``"torch"``, ``model.generation.TorchEngine`` on the training module itself
-    (no weight copy); ``"vllm"``, ``VLLMEngine`` (GPU only) with ``rl.vllm``'s settings, serving an
-    export in ``out_dir/vllm_export``."""
+    (no weight copy; on a CPU ``model.sharded.ShardedEngine`` over ``rl.threads`` processes sharing its
+    weights, with the torch trainer; DeepSpeed's ranks already take the cores); ``"vllm"``,
+    ``VLLMEngine`` (GPU only) with ``rl.vllm``'s settings, serving an export in ``out_dir/vllm_export``."""
     if cfg.rollout_engine == "vllm":
         return VLLMEngine(model, Path(out_dir) / "vllm_export", cfg.vllm, seed=cfg.seed)
-    from model.generation import TorchEngine
+    from model.sharded import make_engine
 
-    return TorchEngine(model, pad_token_id=tokenizer.pad_token_id)
+    return make_engine(model, pad_token_id=tokenizer.pad_token_id,
+                       workers=cfg.threads if cfg.train_engine == "torch" else 1)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from model.sharded import set_cores
 from tasks.config import exits_cleanly, load, stage_parser
 from tasks.envs.base import format_reward
 from tasks.envs.genrm.online import OnlineJudge
@@ -72,11 +73,14 @@ def rollout(engine, tok, scorer: Scorer, drawn, samples: int, params, generator,
     per_group = [[out.tokens[k] for k in range(j * samples, (j + 1) * samples)] for j in range(len(drawn))]
     replies = [[reply_text(tok, r) for r in rs] for rs in per_group]
     judged = {} if judge is None else judge.score(drawn, replies, [[len(r) for r in rs] for rs in per_group], observe=True)
+    ruled = [j for j in range(len(drawn)) if j not in judged]  # groups scored by their task's verifier
+    flat = scorer.score_many([(drawn[j][1], t) for j in ruled for t in replies[j]])
+    scored = {**judged, **{j: flat[n * samples : (n + 1) * samples] for n, j in enumerate(ruled)}}
     groups = []
     for j, ((name, item), prompt) in enumerate(zip(drawn, prompts)):
         seqs = range(j * samples, (j + 1) * samples)
         responses, texts = per_group[j], replies[j]
-        scores = judged[j] if j in judged else [scorer.score(item, t) for t in texts]
+        scores = scored[j]
         lengths = torch.tensor([len(r) for r in responses])
         penalty = overlong_penalty(lengths, cfg.max_new_tokens, cfg.overlong_buffer, cfg.algo.overlong_penalty)
         formats = [format_reward(t) for t in texts]
@@ -253,7 +257,7 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
         left_out = sorted(set(phase.weights) - set(weights[p]))
         if left_out:
             print(f"rl.curriculum[{p}]: no rows in {data_dir} for {', '.join(left_out)}; drawing from {sorted(weights[p])}")
-    scorer = Scorer(envs)
+    scorer = Scorer(envs, workers=cfg.threads)
     G = cfg.samples_per_prompt
 
     trainer = make_trainer(model, cfg, micro_batch=cfg.prompts_per_step * G // cfg.updates_per_batch)
@@ -396,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--genrm", help="the genrm stage's output (judge + general items); without it no judged task is drawn")
     args = ap.parse_args(argv)
     loaded = load(args.params, PARAMS, args.set)
-    torch.set_num_threads(loaded["rl"].threads)
+    set_cores(loaded["rl"].threads)
     final = train_rl(loaded["rl"], args.policy, args.data, args.output, loaded["envs"],
                      genrm=loaded["genrm"], genrm_dir=args.genrm)
     print({k: round(v, 4) for k, v in final.items() if k.startswith(("eval/", "accuracy/", "reward/mean"))})
