@@ -35,6 +35,13 @@ def test_shingles_counts_windows_short_texts_and_empty_texts():
     assert h[2] == h3[0]
 
 
+def test_a_whole_text_shingle_size_costs_no_more_than_the_longest_text():
+    texts = pl.Series(["a b c d", "x y", "", "p q r"])
+    doc, h = shingles(texts, 5)  # every text shorter: one shingle each of its tokens
+    big_doc, big_h = shingles(texts, 10**9)  # rl_data's whole-text size: loops to the longest text only
+    assert doc.tolist() == big_doc.tolist() == [0, 1, 3] and h.tolist() == big_h.tolist()
+
+
 def test_signature_agreement_estimates_jaccard():
     words = [f"w{i}" for i in range(200)]
     a = " ".join(words[:150])

@@ -70,7 +70,9 @@ def shingles(texts: pl.Series, n: int) -> tuple[np.ndarray, np.ndarray]:
             run_starts = np.flatnonzero(sp == 0)
             run = np.repeat(np.arange(run_starts.size), np.diff(np.r_[run_starts, sd.size]))
             acc = np.zeros(run_starts.size, np.uint64)
-            for k in range(n - 1):  # each run has at most one token at position k
+            # each run has at most one token at position k, and none past the longest short text (n may
+            # be huge: a whole text as one shingle)
+            for k in range(min(n - 1, int(lengths[short].max()))):
                 at = sp == k
                 acc[run[at]] = acc[run[at]] * _MIX + sh[at]
             win_doc = np.concatenate([win_doc, sd[run_starts]])

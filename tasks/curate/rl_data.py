@@ -187,8 +187,9 @@ def build(graded_dir: str | Path, benchmark: str | Path, out_dir: str | Path, pa
     groups = [family_key(r) for r in generated.iter_rows(named=True)] + [family_key(h) for h in gen_held]
     inst = instance_texts(generated["question"].to_list() + [h["question"] for h in gen_held], groups)
     survivors, reports = set(), {}
-    survivors_c, reports["curated"] = _decontaminate(curated, curated["question"].to_list(),
-                                                     [h["question"] for h in heldout], decon, out / "decontaminate" / "curated")
+    # the curated rows were decontaminated against HumanEval by the curation stage already
+    survivors_c, reports["curated"] = _decontaminate(curated, curated["question"].to_list(), [h["question"] for h in heldout],
+                                                     replace(decon, humaneval=False), out / "decontaminate" / "curated")
     survivors_g, reports["generated"] = _decontaminate(generated, inst[: generated.height], inst[generated.height:],
                                                        replace(decon, embedding=False, ngram_sizes=(WHOLE_TEXT,)),
                                                        out / "decontaminate" / "generated")
