@@ -49,10 +49,19 @@ def _serve(model: torch.nn.Module, pad_token_id: int, decode: str, conn: Connect
             conn.send(("error", traceback.format_exc()))
 
 
+def _reply(proc, conn: Connection) -> tuple[str, object]:
+    try:
+        return conn.recv()
+    except EOFError:
+        return "error", f"the worker exited (code {proc.exitcode})"
+
+
 class ShardedEngine:
     """``TorchEngine.generate`` over ``workers`` single-thread processes (this one included)."""
 
     def __init__(self, model: torch.nn.Module, *, workers: int, pad_token_id: int = 0, decode: str = "auto") -> None:
+        self._procs: list = []
+        self._conns: list[Connection] = []
         if workers < 2:
             raise ValueError(f"ShardedEngine needs workers >= 2, got {workers}; use TorchEngine")
         if next(model.parameters()).device.type != "cpu":
@@ -60,8 +69,6 @@ class ShardedEngine:
         self.model, self.workers = model, workers
         self.pad_token_id, self.decode = pad_token_id, decode
         self.local = TorchEngine(model, pad_token_id=pad_token_id, decode=decode)
-        self._procs: list = []
-        self._conns: list[Connection] = []
         self._shared: list[int] = []
         self._start()
 
@@ -124,11 +131,9 @@ class ShardedEngine:
             outputs = [self.local.generate(shards[0], params, torch.Generator().manual_seed(seeds[0]))]
         finally:
             torch.set_num_threads(threads)
-        for proc, conn in zip(self._procs[: n - 1], self._conns[: n - 1]):
-            try:
-                status, result = conn.recv()
-            except EOFError:
-                raise RuntimeError(f"generation worker {proc.pid} exited (code {proc.exitcode})") from None
+            # every worker's reply is read, failed or not, so the next call's replies are its own
+            replies = [_reply(proc, conn) for proc, conn in zip(self._procs[: n - 1], self._conns[: n - 1])]
+        for proc, (status, result) in zip(self._procs, replies):
             if status != "ok":
                 raise RuntimeError(f"generation worker {proc.pid} failed:\n{result}")
             outputs.append(result)

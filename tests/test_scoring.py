@@ -24,3 +24,17 @@ def test_rows_from_files_become_items():
     row = {**item, "task": "dyck_languages", "metadata": json.dumps(item["metadata"])}
     assert item_from_row(row)["metadata"] == item["metadata"]
     assert Scorer(None).score(item_from_row(row), item["metadata"]["solution"]) == 1.0
+
+
+def test_a_batch_verifies_sandboxed_answers_in_parallel_with_the_same_rewards():
+    task = get_task("code_io")
+    items = [{"task": "code_io", **it} for it in task.generate(3, 1, 1)]
+    right = [f"<think>a</think><answer>{it['answer']}</answer>" for it in items]
+    wrong = "<think>a</think><answer>print(0)</answer>"
+    pairs = [(it, r) for it, r in zip(items, right)] + [(it, wrong) for it in items] + [(items[0], right[0]), (items[1], "none")]
+    one, two = Scorer(EnvParams()), Scorer(EnvParams(), workers=2)
+    serial = [one.score(it, r) for it, r in pairs]
+    assert serial == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert two.score_many(pairs) == serial
+    assert two.verified == one.verified == 6  # distinct (item, answer) pairs; the repeat and the untagged reply cost none
+    assert two.score_many(pairs[:3]) == serial[:3] and two.verified == 6  # known answers are not run again
