@@ -47,6 +47,9 @@ class Stage:
     output: str = ""
     #: placed on a GPU worker at scale (Prefect tag "gpu"); runs on CPU at the tiny default
     gpu: bool = False
+    #: nothing runs beside it: it starts once every stage before it (in topological order) has ended,
+    #: and every stage after it waits for it (``waits``); an ordering, not a data dependency
+    alone: bool = False
     description: str = ""
 
     @property
@@ -168,10 +171,19 @@ def upstream(stage: Stage, stages: list[Stage]) -> list[str]:
     return names
 
 
+def waits(stage: Stage, stages: list[Stage]) -> list[str]:
+    """Names of the stages ``stage`` starts after: those it reads from, and around a stage that runs
+    ``alone``, every stage before it (for that stage) or that stage (for every stage after it)."""
+    order = topological(stages)
+    earlier = order[: [s.name for s in order].index(stage.name)]
+    names = upstream(stage, stages)
+    return names + [s.name for s in earlier if (stage.alone or s.alone) and s.name not in names]
+
+
 def beside(stage: Stage, stages: list[Stage]) -> list[Stage]:
-    """The stages neither above nor below ``stage`` in the DAG: those a flow that runs independent
-    stages concurrently may run beside it."""
-    above = {s.name: set(upstream(s, stages)) for s in stages}
+    """The stages neither above nor below ``stage`` in the flow's order (``waits``): those a flow
+    that runs independent stages concurrently may run beside it."""
+    above = {s.name: set(waits(s, stages)) for s in stages}
 
     def closure(name: str) -> set[str]:
         seen, todo = set(), [name]

@@ -38,7 +38,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows import mlflow_runs
-from flows.dag import PARAMS_FILE, ROOT, Stage, beside, topological, upstream
+from flows.dag import PARAMS_FILE, ROOT, Stage, beside, topological, waits
 from flows.runner import execute_stage, guarded
 from flows.stages import STAGES, SUMMARY
 from tasks.config import check_sections, exits_cleanly
@@ -93,7 +93,7 @@ def full_pipeline(only: list[str] | None = None, force: bool = False, root: str 
         for s in topological(STAGES):
             if only and s.name not in only:
                 continue
-            wait_for = [futures[u] for u in upstream(s, STAGES) if u in futures]
+            wait_for = [futures[u] for u in waits(s, STAGES) if u in futures]
             kind = ["gpu"] if s.gpu else ["cpu"]
             futures[s.name] = run_stage.with_options(tags=kind).submit(s.name, force, root, parent, wait_for=wait_for)
         results = [f.result() for f in futures.values()]

@@ -28,7 +28,9 @@ STAGES: list[Stage] = [
           description="drop multi-part, proof and true/false items; MC to open-ended; answers must parse"),
     Stage("synlogic", "tasks.envs.synlogic.generate", output="data/synlogic",
           description="SynLogic items of every family over its levels (calibrate picks the levels RL sees)"),
-    Stage("sft", "tasks.train.sft", output="runs/sft", gpu=True,
+    # alone: a curation process beside SFT's spinning threads on 2 cores held it at 12.6 s a step
+    # (1.1 alone) for the 2.6 minutes they overlapped (LOG.md, issue 11)
+    Stage("sft", "tasks.train.sft", output="runs/sft", gpu=True, alone=True,
           description="SFT the base policy on worked solutions of the whole task mix (reply format + steps)"),
     Stage("calibrate", "tasks.curate.calibrate", {"policy": "runs/sft/policy"}, "data/calibrate", gpu=True,
           description="SynLogic difficulty bounds: base (SFT) pass rate in (0, 0.5], strong pass@k > 0"),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.dag import ROOT, Stage, beside, fingerprint, to_dvc, topological, upstream
+from flows.dag import ROOT, Stage, beside, fingerprint, to_dvc, topological, upstream, waits
 from flows.runner import ProgressThrottle, execute_stage, stage_is_current
 from flows.stages import STAGES
 
@@ -50,11 +50,24 @@ def test_stages_beside_a_stage_and_who_waits_passively():
     names = lambda stage: {s.name for s in beside(stage, STAGES)}  # noqa: E731
     by_name = {s.name: s for s in STAGES}
     assert {"calibrate", "difficulty", "rl_data"} <= names(by_name["genrm"])
-    assert {"synlogic", "raw_math", "dedup"} <= names(by_name["sft"]) and not any(by_name[n].gpu for n in names(by_name["sft"]))
+    assert names(by_name["sft"]) == set()  # it runs alone
     passive = {s.name for s in STAGES if stage_env(s) == SHARED_CORES_ENV}
-    # torch stages beside torch stages: calibrate and difficulty beside genrm; sft (beside the light
-    # curation stages), rl, extend and eval keep spinning threads
+    # torch stages beside torch stages: calibrate and difficulty beside genrm; sft (alone), rl,
+    # extend and eval keep spinning threads
     assert passive == {"calibrate", "difficulty", "genrm"}
+
+
+def test_a_stage_alone_starts_after_all_before_it_and_all_after_it_wait():
+    a = Stage("a", "m", output="a.txt")
+    b = Stage("b", "m", {"input": "a.txt"}, "b.txt")
+    lone = Stage("lone", "m", output="lone.txt", alone=True)  # reads nothing
+    c = Stage("c", "m", output="c.txt")  # reads nothing
+    d = Stage("d", "m", {"input": "lone.txt"}, "d.txt")
+    stages = [a, b, lone, c, d]
+    assert [waits(s, stages) for s in stages] == [[], ["a"], ["a", "b"], ["lone"], ["lone"]]
+    assert [[x.name for x in beside(s, stages)] for s in stages] == [[], [], [], ["d"], ["c"]]
+    sft = next(s for s in STAGES if s.name == "sft")
+    assert set(waits(sft, STAGES)) == {"raw_math", "clean", "dedup", "decontaminate", "questions", "synlogic"}
 
 
 def test_cycle_is_an_error():
