@@ -383,6 +383,9 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
         if state.get("stopped"):
             break
 
+    close = getattr(engine, "close", None)  # generation worker processes (model.sharded)
+    if close is not None:
+        close()
     if trainer.is_main:
         save_policy(module, tok, out / "policy")
     tracker.close()
