@@ -50,6 +50,7 @@ def test_general_tasks_enter_in_the_later_phase_and_are_judged_in_batches(tmp_pa
     params.write_text(yaml.safe_dump({"rl": {
         "prompts_per_step": 4, "samples_per_prompt": 2, "updates_per_batch": 2, "max_new_tokens": 48,
         "overlong_buffer": 4, "max_sampling_rounds": 1, "eval_every": 0, "checkpoint_every": 1, "format_weight": 0.0,
+        "threads": 1,  # one sampling stream: the tiny policy's general replies that carry an answer depend on it
         "curriculum": [{"steps": 1, "weights": {"arithmetic": 1.0}},
                        {"steps": 2, "weights": {"arithmetic": 1.0, "open_prompt": 2.0, "instruct": 2.0}}]},
         "genrm": {"judge": {"max_new_tokens": 16}, "monitor": {"window": 2, "min_samples": 4}}}))
