@@ -3,9 +3,11 @@
 Decoding a small model on a CPU is dispatch overhead and small GEMMs: a second torch thread buys
 almost nothing (the tiny preset's 128 replies of up to 96 tokens: 1,130 tokens/s on 2 threads,
 1,060 on 1), while a second process of one thread doubles the rate (two at once: 1,050 each;
-LOG.md, issue 11). ``ShardedEngine`` deals each ``generate`` call's rows out to ``workers`` shards (row i to shard
-i mod workers, so the samples of each prompt spread evenly and so does the work), decodes the first in this process (on one thread for the duration) and the others in spawned
-worker processes, and joins the outputs in row order.
+LOG.md, issue 11). ``ShardedEngine`` deals each ``generate`` call's rows out to ``workers`` shards
+(row i to shard i mod workers, so the samples of each prompt spread evenly and so does the work),
+decodes the first in this process (on one thread for the duration) and the others in spawned worker
+processes, and joins the outputs in row order. It pays where a call holds a batch for each worker:
+one call's 128 rows split in two gain only 1.25x, as every half still takes every decode step.
 
 The workers read the caller's parameters, not a copy: ``module.share_memory()`` moves every parameter
 and buffer into shared memory, and the module is handed to each worker once, so the in-place updates of
