@@ -41,7 +41,9 @@ STAGES: list[Stage] = [
     Stage("rl_data", "tasks.curate.rl_data",
           {"graded": f"{CUR}/difficulty", "benchmark": f"{RAW}/benchmark.jsonl"}, "data/rl",
           description="the mixed RL dataset, decontaminated against every held-out set, and the held-out sets"),
-    Stage("genrm", "tasks.envs.genrm.stage", {"policy": "runs/sft/policy"}, "runs/genrm", gpu=True,
+    # alone: beside calibrate and difficulty its judge trained with passive OpenMP threads, 1.7-3.3 s a
+    # step even after they ended (the policy is fixed at process start; LOG.md, issue 11)
+    Stage("genrm", "tasks.envs.genrm.stage", {"policy": "runs/sft/policy"}, "runs/genrm", gpu=True, alone=True,
           description="GenRM: label judge data, fine-tune the judge, measure it (accuracy, swap agreement, "
                       "best-of-N, longer-wins); Swiss-round references for the general tasks"),
     Stage("rl", "tasks.train.rl.train", {"policy": "runs/sft/policy", "data": "data/rl", "genrm": "runs/genrm"},
