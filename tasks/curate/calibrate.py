@@ -37,7 +37,7 @@ class CalibrateParams(Params):
     """``calibrate``: the SynLogic difficulty bounds from a base and a strong policy."""
 
     SECTION: ClassVar[str] = "calibrate"
-    tasks: tuple[str, ...] = param(("dyck_languages", "navigation", "object_counting", "object_properties"),
+    tasks: tuple[str, ...] = param(("dyck_languages", "object_counting", "object_properties"),
                                    help="SynLogic families to calibrate (the RL mix's); empty = all of them")
     strong_policy: str = param("", help="policy directory of the strong policy; empty = the base policy with "
                                         "strong_samples tries per item")

@@ -51,7 +51,6 @@ def _default_mix() -> dict[str, SFTTask]:
         "math": SFTTask(levels=(1,), examples=300),
         "code_io": SFTTask(levels=(1, 2), examples=500),
         "dyck_languages": SFTTask(levels=(1, 2), examples=800),
-        "navigation": SFTTask(levels=(1, 2), examples=900),
         "object_counting": SFTTask(levels=(1, 2), examples=900),
         "object_properties": SFTTask(levels=(1, 2), examples=900),
     }

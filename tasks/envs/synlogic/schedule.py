@@ -42,7 +42,7 @@ class GenerateParams(Params):
     items_per_task: int = param(128, ge=1, help="items per task, spread evenly over its [low, high] (the difficulty "
                                                 "stage grades those inside the calibrated bounds)")
     seed: int = param(0, help="the generators' seed")
-    tasks: tuple[str, ...] = param(("dyck_languages", "navigation", "object_counting", "object_properties"),
+    tasks: tuple[str, ...] = param(("dyck_languages", "object_counting", "object_properties"),
                                    help="the families to generate (the tiny default: the RL mix's, calibrate.tasks; all 40 "
                                         "took 1.7-2.4 min beside SFT); empty = every SynLogic family")
 

@@ -68,7 +68,7 @@ class Phase(Params):
 
 
 #: rule-verified tasks of the RL data; the report starts with these alone
-RULE_VERIFIED = ("arithmetic", "math", "code_io", "dyck_languages", "navigation", "object_counting", "object_properties")
+RULE_VERIFIED = ("arithmetic", "math", "code_io", "dyck_languages", "object_counting", "object_properties")
 
 
 #: GenRM-judged general tasks (report 4.2); RL draws them when it is given the genrm stage's output
