@@ -51,7 +51,7 @@ def _default_mix() -> dict[str, SFTTask]:
         "math": SFTTask(levels=(1,), examples=300),
         "code_io": SFTTask(levels=(1, 2), examples=500),
         "dyck_languages": SFTTask(levels=(1, 2), examples=800),
-        "object_counting": SFTTask(levels=(1, 2), examples=900),
+        "object_counting": SFTTask(levels=(1, 2, 3), examples=1800),
         "object_properties": SFTTask(levels=(1, 2), examples=900),
     }
 
