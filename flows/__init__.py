@@ -2,11 +2,13 @@
 
 Tool state stays inside the project unless the caller chose otherwise: Prefect's home and result
 storage under ``.prefect/``, MLflow in ``mlflow.db`` (``mlflow ui --backend-store-uri
-sqlite:///mlflow.db`` to compare runs).
+sqlite:///mlflow.db`` to compare runs); caches and telemetry as ``tasks`` sets them.
 """
 
 import os
 from pathlib import Path
+
+import tasks  # noqa: F401  (caches in the project, no telemetry: before any tool is imported)
 
 _ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PREFECT_HOME", str(_ROOT / ".prefect"))
