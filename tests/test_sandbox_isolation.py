@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -102,6 +103,24 @@ def test_runs_do_not_see_each_other_nor_the_launcher_config():
     finally:
         t.join()
     assert first[0].status == "ok"
+
+
+def test_concurrent_runs_under_load_do_not_end_each_other():
+    # a PID namespace's number is reused as soon as it ends: a run that looked for leftovers by that
+    # number once it was over killed another run's program (12 of 300 runs on 2 threads, with three
+    # busy processes on 2 cores, came back "killed" after 0.1 s)
+    from concurrent.futures import ThreadPoolExecutor
+
+    load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda i: run(f"print({i} * 2)", limits=LIM), range(200)))
+    finally:
+        for proc in load:
+            proc.kill()
+            proc.wait()
+    bad = [(i, r.status, r.stderr[-200:]) for i, r in enumerate(results) if (r.status, r.stdout) != ("ok", f"{i * 2}\n")]
+    assert bad == []
 
 
 def cmdlines() -> dict[int, str]:

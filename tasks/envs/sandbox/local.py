@@ -403,7 +403,11 @@ def run_command(argv: list[str], *, stdin: str, files: dict[str, str | bytes], t
             _send(config_w, json.dumps(config).encode())
             timed_out = not _wait_exit(proc, timeout_s)
             note = _read_note(run_dir / "note")  # complete: written before the program starts
-            _kill_all(proc, None if rootless else uid, note.get("pidns", ""))
+            # the PID namespace names the run's processes only where nothing else does (rootless,
+            # no cgroup): its number is reused as soon as the namespace ends, and a scan made after
+            # that killed the program of a concurrent run (12 of 300 runs under load; LOG.md)
+            ns = note.get("pidns", "") if rootless and cgroup is None else ""
+            _kill_all(proc, None if rootless else uid, ns)
             oom_killed = cgroup.finish() if cgroup else False
             wall = time.monotonic() - t0
         out, out_cut = read_capped(run_dir / "stdout", lim.max_output_bytes)
@@ -653,8 +657,9 @@ def _read_note(path: Path) -> dict[str, str]:
 
 
 def _kill_all(proc: subprocess.Popen, uid: int | None, ns: str) -> None:
-    """Kill the process group, reap the launcher, then every process left in the run's PID
-    namespace and (as root) every process of the run's uid; return once none is alive."""
+    """Kill the process group, reap the launcher, then (as root) every process of the run's uid and
+    every process left in the PID namespace ``ns`` (none when ``ns`` is empty); return once none is
+    alive. The run's cgroup, where there is one, is emptied after this (``RunCgroup.finish``)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
