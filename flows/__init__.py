@@ -6,11 +6,8 @@ sqlite:///mlflow.db`` to compare runs); caches and telemetry as ``tasks`` sets t
 """
 
 import os
-from pathlib import Path
 
-import tasks  # noqa: F401  (caches in the project, no telemetry: before any tool is imported)
-
-_ROOT = Path(__file__).resolve().parent.parent
+from tasks import ROOT as _ROOT  # importing tasks first: caches in the project, no telemetry
 os.environ.setdefault("PREFECT_HOME", str(_ROOT / ".prefect"))
 os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(_ROOT / ".prefect" / "results"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tasks import ROOT
 PARAMS_FILE = "params.yaml"
 
 

@@ -11,13 +11,14 @@
 import os
 from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parent.parent
+#: the project folder: params.yaml, data/, runs/ and the tools' state live here
+ROOT = Path(__file__).resolve().parent.parent
 # Whoever runs a stage (the flow, `dvc repro`, a person), its tools keep their state in the project,
 # not the home directory, and send no usage telemetry (the pipeline runs offline; DVC's analytics
 # daemon left a file in /tmp per `dvc commit`). A caller's own settings win.
 for _name, _value in {
-    "MPLCONFIGDIR": str(_ROOT / ".cache" / "matplotlib"),
-    "TRITON_CACHE_DIR": str(_ROOT / ".cache" / "triton"),
+    "MPLCONFIGDIR": str(ROOT / ".cache" / "matplotlib"),
+    "TRITON_CACHE_DIR": str(ROOT / ".cache" / "triton"),
     "DVC_NO_ANALYTICS": "1",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "1",

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import tasks
 
-ROOT = Path(tasks.__file__).resolve().parent.parent
-#: the settings this file's conftest.py makes for the test process; the child starts without them
+#: the settings tests/conftest.py makes for the test process; the child starts without them
 SET_BY_TESTS = ("MPLCONFIGDIR", "TRITON_CACHE_DIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "DVC_NO_ANALYTICS",
                 "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
 
@@ -43,4 +42,4 @@ def test_a_stage_process_writes_nothing_to_the_home_directory(tmp_path: Path):
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
-    assert Path(done.stdout.strip().splitlines()[-1]) == ROOT / ".cache" / "matplotlib"
+    assert Path(done.stdout.strip().splitlines()[-1]) == tasks.ROOT / ".cache" / "matplotlib"
