@@ -12,7 +12,7 @@ program ten times), and a code answer costs sandbox runs, so the reward is kept 
 
 ``score_many`` scores a batch: the distinct answers not yet known are verified ``workers`` at a time
 for tasks that run a sandbox (``sandboxed``), whose verifier waits on a process; the tiny default's
-code answers cost 5 sandbox runs of about 0.13 s each, most of it the run's own CPU time.
+code answers cost 5 sandbox runs of about 0.05 s each (``bench/results/sandbox_overhead.md``).
 
 Items may come from a file, with ``metadata`` as a JSON string; ``item_from_row`` turns such a row
 back into the dict the verifiers read.
