@@ -13,7 +13,7 @@ import tasks
 
 #: the settings tests/conftest.py makes for the test process; the child starts without them
 SET_BY_TESTS = ("MPLCONFIGDIR", "TRITON_CACHE_DIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "DVC_NO_ANALYTICS",
-                "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
+                "DVC_SITE_CACHE_DIR", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
 
 
 def test_a_stage_process_writes_nothing_to_the_home_directory(tmp_path: Path):
@@ -36,10 +36,14 @@ def test_a_stage_process_writes_nothing_to_the_home_directory(tmp_path: Path):
             mlflow.log_metric("x", 1.0)
         for args in (["init", "--no-scm", "-q"], ["status"]):
             subprocess.run([sys.executable, "-m", "dvc", *args], cwd={str(project)!r}, check=True)
+        from dvc.repo import Repo
+        print(Repo({str(project)!r}).site_cache_dir)
         print(os.environ["MPLCONFIGDIR"])
     """)
     done = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
-    assert Path(done.stdout.strip().splitlines()[-1]) == tasks.ROOT / ".cache" / "matplotlib"
+    site_cache, mpl = map(Path, done.stdout.strip().splitlines()[-2:])
+    assert mpl == tasks.ROOT / ".cache" / "matplotlib"
+    assert site_cache.is_relative_to(tasks.ROOT / ".cache" / "dvc")  # not /var/tmp/dvc
