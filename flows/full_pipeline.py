@@ -28,6 +28,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -166,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
     only = [s for s in args.only.split(",") if s] or None
+    store = threading.Thread(target=mlflow_runs.open_store, daemon=True)
+    store.start()
     with prefect_api():
+        store.join()
         full_pipeline(only=only, force=args.force)
     if (ROOT / SUMMARY).exists():  # the run ends with the held-out accuracy of its policies
         print(f"\n{SUMMARY}:\n{(ROOT / SUMMARY).read_text()}")

@@ -44,6 +44,14 @@ SKIP_FOLDERS = ("checkpoints", "policy", "tokenizer")
 SKIP_FILES = ("mlflow_run.json",)  # the tracker's own bookkeeping
 
 
+def open_store() -> None:
+    """Open the tracking store now: a fresh SQLite store creates its tables (about 6 s), which the
+    flow does while Prefect's API server starts rather than before its first stage."""
+    client = mlflow_client()
+    if client is not None:
+        client.search_experiments(max_results=1)
+
+
 def flatten(tree: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
     """Leaves of nested mappings by joined key; lists stay whole (a param value, not a metric)."""
     if isinstance(tree, dict):
