@@ -9,7 +9,7 @@ import torch
 
 from model import M1Config, M1ForCausalLM
 from model.generation import SamplingParams, TorchEngine, sample
-from model.logprobs import token_logprobs
+from model.logprobs import response_logprobs, token_logprobs
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +202,61 @@ def test_token_logprobs_padding_and_gradient(m1):
     with torch.no_grad():
         lp_pad, _ = token_logprobs(model, padded, mask)
     assert torch.allclose(lp_pad[0, 3:], lp[0].detach(), atol=1e-5) and (lp_pad[0, :4] == 0).all()
+
+
+def _whole(prompts, replies):
+    """Right-padded prompt + reply ids, attention mask and reply mask."""
+    width = max(len(p) + len(r) for p, r in zip(prompts, replies))
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    attn, mask = torch.zeros_like(ids), torch.zeros(len(prompts), width)
+    for i, (p, r) in enumerate(zip(prompts, replies)):
+        ids[i, : len(p) + len(r)] = torch.tensor(p + r)
+        attn[i, : len(p) + len(r)] = 1
+        mask[i, len(p) : len(p) + len(r)] = 1
+    return ids, attn, mask
+
+
+def _llama():
+    import transformers
+
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=60, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2))
+
+
+@pytest.mark.parametrize("build", [lambda: M1ForCausalLM(M1Config.preset("tiny", vocab_size=60, block_size=4)), _llama],
+                         ids=["m1", "llama"])
+def test_response_logprobs_equal_the_whole_sequences_and_their_gradients(build):
+    torch.manual_seed(0)
+    model = build().train()
+    g = torch.Generator().manual_seed(1)
+    rand = lambda n: torch.randint(3, 60, (n,), generator=g).tolist()  # noqa: E731
+    # three prompts of different lengths (left-padded when shared), each with replies of 1 to 9 tokens
+    prompts, replies = [], []
+    for j, n in enumerate((9, 13, 6)):
+        p = rand(n)
+        for i in range(3):
+            prompts.append(p)
+            replies.append(rand(1 + (4 * i + 3 * j) % 9))
+    ids, attn, mask = _whole(prompts, replies)
+    lp_all, ent_all = token_logprobs(model, ids, attn)
+    (lp_all * mask).sum().backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    lp, ent = response_logprobs(model, prompts, replies)
+    assert lp.shape == (9, max(map(len, replies)))
+    for i, (p, r) in enumerate(zip(prompts, replies)):
+        assert torch.allclose(lp[i, : len(r)], lp_all[i, len(p) : len(p) + len(r)], atol=1e-5)
+        assert torch.allclose(ent[i, : len(r)], ent_all[i, len(p) : len(p) + len(r)], atol=1e-5)
+        assert (lp[i, len(r):] == 0).all() and (ent[i, len(r):] == 0).all()
+    lp.sum().backward()
+    for n, p in model.named_parameters():  # every response's gradient reaches the shared prompt's weights
+        scale = want[n].abs().max().clamp(min=1e-6)
+        assert torch.allclose(p.grad, want[n], atol=1e-4 * float(scale)), n
+
+
+def test_response_logprobs_refuses_an_empty_prompt():
+    model = M1ForCausalLM(M1Config.preset("tiny", vocab_size=60))
+    with pytest.raises(ValueError, match="non-empty"):
+        response_logprobs(model, [[]], [[5]])

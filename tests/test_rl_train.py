@@ -80,10 +80,10 @@ def test_probability_health_and_pack():
     assert h["health/prob_pearson"] == pytest.approx(sxy / (sxx * syy) ** 0.5, rel=1e-6)
     assert h["health/prob_abs_delta"] == pytest.approx((0.1 + 0.0 + 0.2) / 3, rel=1e-6)
     groups = [{"prompt": [5, 6], "responses": [[7], [8, 9]], "logprobs": [[-0.5], [-1.0, -2.0]]}]
-    d = pack(groups, pad_id=0)
-    assert d["ids"].tolist() == [[5, 6, 7, 0], [5, 6, 8, 9]]
-    assert d["mask"].tolist() == [[0, 0, 1, 0], [0, 0, 1, 1]]
-    assert d["infer_logprobs"].tolist() == [[0, 0, -0.5, 0], [0, 0, -1.0, -2.0]]
+    d = pack(groups)
+    assert d["prompts"] == [[5, 6], [5, 6]] and d["responses"] == [[7], [8, 9]]
+    assert d["mask"].tolist() == [[1, 0], [1, 1]]
+    assert d["infer_logprobs"].tolist() == [[-0.5, 0], [-1.0, -2.0]]
 
 
 def test_get_tasks_uses_the_task_registry():
@@ -114,7 +114,7 @@ def _batch(vocab: int, groups: int = 4, size: int = 4) -> tuple[dict, torch.Tens
     batch = [{"prompt": rand(5 + j), "responses": [rand(3 + (j + i) % 5) for i in range(size)],
               "logprobs": [[0.0] * (3 + (j + i) % 5) for i in range(size)]} for j in range(groups)]
     rewards = torch.tensor([[1.0] + [float(i == j % size) for i in range(1, size)] for j in range(groups)])
-    return pack(batch, pad_id=0), group_advantages(rewards).reshape(-1)
+    return pack(batch), group_advantages(rewards).reshape(-1)
 
 
 @pytest.mark.parametrize("build", [_m1, _llama], ids=["m1", "llama"])
@@ -137,9 +137,9 @@ def test_param_groups_get_their_rates(build):
     data, _ = _batch(50)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     model.train()
-    from model.logprobs import token_logprobs
+    from model.logprobs import response_logprobs
 
-    lp, _ = token_logprobs(model, data["ids"], data["attn"])
+    lp, _ = response_logprobs(model, data["prompts"], data["responses"])
     trainer.step(-(lp * data["mask"]).sum() / data["mask"].sum())
     grads = {n: p.grad for n, p in model.named_parameters()}
     # AdamW's first update is -rate * g / (|g| + eps) on every weight, at the warmed-up rate: with eps
@@ -152,7 +152,7 @@ def test_param_groups_get_their_rates(build):
         error = (p.detach().double() - before[n].double() + rate * g / (g.abs() + cfg.adam_eps)).abs()
         assert bool((error <= ulp + 1e-4 * rate).all()), f"{n}: off by {float((error - ulp).max()):.3g} beyond an ulp"
     for _ in range(5):
-        trainer.step(-(token_logprobs(model, data["ids"], data["attn"])[0] * data["mask"]).sum() / data["mask"].sum())
+        trainer.step(-(response_logprobs(model, data["prompts"], data["responses"])[0] * data["mask"]).sum() / data["mask"].sum())
     assert trainer.rates() == pytest.approx({"head": 1e-2, "body": 1e-4})
 
 

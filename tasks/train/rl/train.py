@@ -19,7 +19,8 @@ generate ``samples_per_prompt`` responses each with the rollout engine (keeping 
 them with the tasks' verifiers (plus DAPO's overlong penalty), keep informative groups (dynamic
 sampling), compute group-relative advantages, cut the groups into ``updates_per_batch`` minibatches of
 whole groups, recompute the old log-probs through the training path minibatch by minibatch, then one
-off-policy update per minibatch; log to MLflow; checkpoint.
+off-policy update per minibatch; log to MLflow; checkpoint. The training path runs each distinct
+prompt of a minibatch once and its G replies on its cache (``model.logprobs.response_logprobs``).
 """
 
 from __future__ import annotations
@@ -100,21 +101,19 @@ def rollout(engine, tok, scorer: Scorer, drawn, samples: int, params, generator,
     return groups
 
 
-def pack(groups: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Prompt + response per sequence, right-padded: ids, attention mask, response mask, engine log-probs."""
-    seqs = [(g["prompt"], r, lp) for g in groups for r, lp in zip(g["responses"], g["logprobs"])]
-    width = max(len(p) + len(r) for p, r, _ in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # [N, T]
-    attn = torch.zeros(len(seqs), width, dtype=torch.long)
-    mask = torch.zeros(len(seqs), width)
-    infer = torch.zeros(len(seqs), width)
-    for i, (p, r, lp) in enumerate(seqs):
-        n = len(p) + len(r)
-        ids[i, :n] = torch.tensor(p + r)
-        attn[i, :n] = 1
-        mask[i, len(p) : n] = 1
-        infer[i, len(p) : n] = torch.tensor(lp, dtype=torch.float32)
-    return {"ids": ids, "attn": attn, "mask": mask, "infer_logprobs": infer}
+def pack(groups: list[dict]) -> dict:
+    """Each sequence's prompt and reply (token lists) and ``[N, R]`` grids over the reply tokens
+    (R the longest reply, right-padded): mask (1 on reply tokens), the engine's log-probs."""
+    prompts = [g["prompt"] for g in groups for _ in g["responses"]]
+    responses = [r for g in groups for r in g["responses"]]
+    logprobs = [lp for g in groups for lp in g["logprobs"]]
+    width = max(len(r) for r in responses)
+    mask = torch.zeros(len(responses), width)
+    infer = torch.zeros(len(responses), width)
+    for i, (r, lp) in enumerate(zip(responses, logprobs)):
+        mask[i, : len(r)] = 1
+        infer[i, : len(r)] = torch.tensor(lp, dtype=torch.float32)
+    return {"prompts": prompts, "responses": responses, "mask": mask, "infer_logprobs": infer}
 
 
 def probability_health(infer_logprobs: torch.Tensor, train_logprobs: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
@@ -153,16 +152,17 @@ def rollout_metrics(groups: list[dict]) -> dict[str, float]:
     return m
 
 
-def minibatch_logprobs(module, data: dict[str, torch.Tensor], idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs and entropies ``[n, width]`` of the sequences ``idx``, cropped to their longest."""
-    from model.logprobs import token_logprobs
+def minibatch_logprobs(module, data: dict, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and entropies ``[n, width]`` of the reply tokens of sequences ``idx``, cropped to
+    their longest reply; each distinct prompt runs once (``model.logprobs.response_logprobs``)."""
+    from model.logprobs import response_logprobs
 
-    width = int(data["attn"][idx].sum(dim=1).max())
-    return token_logprobs(module, data["ids"][idx, :width], data["attn"][idx, :width])
+    rows = idx.tolist()
+    return response_logprobs(module, [data["prompts"][i] for i in rows], [data["responses"][i] for i in rows])
 
 
-def old_policy_logprobs(module, data: dict[str, torch.Tensor], minibatches: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """pi_old's log-probs and entropies ``[N, T]``, computed minibatch by minibatch exactly as the
+def old_policy_logprobs(module, data: dict, minibatches: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """pi_old's log-probs and entropies ``[N, R]`` over the reply tokens, computed minibatch by minibatch exactly as the
     updates will compute pi_theta (same rows, same width, the module's current mode), so the first
     update's IS ratios are exactly 1."""
     logprobs, entropy = torch.zeros_like(data["mask"]), torch.zeros_like(data["mask"])
@@ -173,7 +173,7 @@ def old_policy_logprobs(module, data: dict[str, torch.Tensor], minibatches: list
     return logprobs, entropy
 
 
-def update_policy(trainer, cfg: RLParams, data: dict[str, torch.Tensor], advantages: torch.Tensor,
+def update_policy(trainer, cfg: RLParams, data: dict, advantages: torch.Tensor,
                   old_logprobs: torch.Tensor, minibatches: list[torch.Tensor]) -> dict[str, list[float]]:
     """One optimizer update per minibatch; the loss terms and metrics of each, in order. A minibatch
     whose advantages are all zero on every rank is skipped: its loss has no gradient, but AdamW would
@@ -328,7 +328,7 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
 
         # 2. advantages, minibatches of whole groups, and the old policy's log-probs through the
         # training path in the mode of the update
-        data = {k: v.to(device) for k, v in pack(groups, tok.pad_token_id).items()}
+        data = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in pack(groups).items()}
         advantages = group_advantages(torch.tensor([g["rewards"] for g in groups])).reshape(-1).to(device)  # [N]
         minibatches = group_minibatches(len(groups), G, cfg.updates_per_batch,
                                         torch.Generator().manual_seed(cfg.seed * 7919 + step))
@@ -356,7 +356,7 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
         metrics["rollout/dropped_groups"] = batch.dropped
         metrics["rollout/filled_groups"] = filled
         metrics["perf/gen_tokens_per_s"] = gen_tokens / max(gen_seconds, 1e-9)
-        metrics["perf/train_tokens_per_s"] = float(data["attn"].sum()) / max(train_seconds, 1e-9)
+        metrics["perf/train_tokens_per_s"] = sum(map(len, data["prompts"] + data["responses"])) / max(train_seconds, 1e-9)
         metrics["reward/mean_all_ranks"] = trainer.mean(metrics["reward/mean"])
         if judge is not None:  # the monitor's reading; when it fires: an event, then a recalibrated judge
             judged, event = judge.end_step(step)
