@@ -46,11 +46,15 @@ class JudgeTrainParams(Params):
     the ``sft`` defaults: AdamW (0.9, 0.95, 1e-15), clip 1.0, cosine decay)."""
 
     SECTION: ClassVar[str] = "genrm.train"
-    model: dict[str, Any] = param(default_factory=lambda: {"arch": "m1", "preset": "tiny"},
-                                  help="judge spec: {arch: m1, preset: tiny} or {arch: llama | qwen2, <config fields>}")
+    model: dict[str, Any] = param(
+        default_factory=lambda: {"arch": "m1", "preset": "tiny", "num_hidden_layers": 4,
+                                 "layer_types": ["linear_attention"] * 3 + ["full_attention"]},
+        help="judge spec: {arch: m1, preset: NAME, <M1Config fields>} or {arch: llama | qwen2, <config fields>}; tiny "
+             "default: the tiny preset at 4 layers (3 lightning, 1 softmax), trained in half the 8 layers' time and "
+             "judging pairs better (position-swap agreement 0.69 against 0.24; grades 0.46 against 0.53: LOG.md)")
     init: str = param("", help="a policy directory to fine-tune instead of a fresh model (any HF causal LM)")
     vocab_size: int = param(1024, ge=263, help="a fresh judge's BPE vocabulary, trained on the judge data")
-    steps: int = param(250, ge=1, help="optimizer steps (tiny preset: about 0.7 s each on 2 idle CPU cores)")
+    steps: int = param(250, ge=1, help="optimizer steps (the 4-layer tiny judge: 0.4-0.6 s each on 2 CPU cores)")
     batch_size: int = param(32, ge=1, help="judging examples per optimizer step")
     lr: float = param(2e-3, gt=0.0, help="peak learning rate")
     warmup_steps: int = param(20, ge=0, help="linear warmup steps")

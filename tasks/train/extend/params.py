@@ -48,8 +48,9 @@ class ExtendParams(Params):
                                                                         "increasing (the report's 40K -> 80K)")
     base_tokens: float = param(0.35, gt=0.0, help="tokens per unit: window = round(ratio x base_tokens); the report's "
                                                   "1000; tiny default 0.35 (windows of 14..28 tokens)")
-    steps: int = param(30, ge=1, help="extension steps in all, counted on from the RL run's last step; the run "
-                                      "ends in whatever window it has reached")
+    steps: int = param(24, ge=1, help="extension steps in all, counted on from the RL run's last step; the run "
+                                      "ends in whatever window it has reached (tiny default: 4 steps a window at "
+                                      "the quickest promotions, so every window is reached)")
     prompts_per_step: int = param(8, ge=1, help="prompts per generation batch (rl.samples_per_prompt replies each); "
                                                 "a multiple of rl.updates_per_batch")
     tasks: dict[str, ExtensionTask] = param(default_factory=_default_tasks,
