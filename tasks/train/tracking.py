@@ -10,7 +10,7 @@ One training run is one MLflow run, however often it is killed and resumed:
   made it; otherwise it starts a new run, and a recorded run left RUNNING is marked KILLED;
 - a step already in the run's history (logged before a kill, recomputed after the resume, with the
   same values: resume is deterministic) is not logged again; metrics.jsonl is cut back to the
-  resumed step;
+  resumed step, and a step reaches it only after MLflow has it;
 - a process that exits without ``close()`` (an exception, ``sys.exit``) ends its run FAILED; a
   SIGKILLed one stays RUNNING until its resume reopens it or a fresh start marks it KILLED.
 """
@@ -171,10 +171,11 @@ class RunTracker:
         if not self.enabled:
             return
         clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **clean}, sort_keys=True) + "\n")
+        # MLflow first: a step in metrics.jsonl is in MLflow too, wherever a SIGKILL lands
         if self._client is not None and step > self._logged_through:
             log_metrics(self._client, self.run_id, clean, step)
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **clean}, sort_keys=True) + "\n")
 
     def close(self) -> None:
         """The run is complete: FINISHED (a run the flow's runner handed over is ended by the runner)."""
