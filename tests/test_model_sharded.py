@@ -1,4 +1,4 @@
-"""ShardedEngine: CPU generation over worker processes that read the caller's weights."""
+"""ShardedEngine and ShardedBackward: CPU generation and gradients over worker processes that read the caller's weights."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from model import M1Config, M1ForCausalLM
 from model.generation import SamplingParams, TorchEngine
-from model.sharded import ShardedEngine, make_engine
+from model.sharded import ShardedBackward, ShardedEngine, make_engine
 
 PROMPTS = [[5, 6, 7], list(range(1, 14)), [9], [5, 6, 7], [40, 41], list(range(20, 31)), [3]]
 GREEDY = SamplingParams(max_new_tokens=10, temperature=0.0)
@@ -80,3 +80,39 @@ def test_close_stops_the_workers_and_make_engine_picks_the_engine(m1):
     assert isinstance(make_engine(m1, workers=1), TorchEngine)
     with pytest.raises(ValueError, match="workers >= 2"):
         ShardedEngine(m1, workers=1)
+
+
+def _sum_of_logsumexp(model, ids):
+    return model(ids).logits.logsumexp(-1).sum()
+
+
+def _with_length(model, ids):
+    return _sum_of_logsumexp(model, ids), ids.shape[1]
+
+
+def test_sharded_backward_gives_the_one_process_gradient_with_the_callers_updated_weights():
+    torch.manual_seed(2)
+    model = M1ForCausalLM(M1Config.preset("tiny", rotary_dim=16, block_size=4)).train()
+    jobs = [(torch.tensor([p]),) for p in PROMPTS]
+    pool = ShardedBackward(model, workers=3)
+    try:
+        for _ in range(2):  # the second round after an in-place step: the workers see the new weights
+            model.zero_grad(set_to_none=True)
+            want_loss = sum(_sum_of_logsumexp(model, *j).item() for j in jobs)
+            want = torch.autograd.grad(sum(_sum_of_logsumexp(model, *j) for j in jobs), list(model.parameters()))
+            model.zero_grad(set_to_none=True)
+            loss, extras = pool.backward(_sum_of_logsumexp, [jobs[:2], jobs[2:3], jobs[3:]])
+            assert loss == pytest.approx(want_loss, rel=1e-5) and extras == [None] * len(jobs)
+            for p, w in zip(model.parameters(), want):
+                assert p.grad is not None and torch.allclose(p.grad, w, rtol=1e-4, atol=1e-5)
+            torch.optim.SGD(model.parameters(), lr=0.05).step()
+        with pytest.raises(RuntimeError, match="worker .* failed"):
+            pool.backward(_sum_of_logsumexp, [jobs[:1], [(torch.tensor([[10**6]]),)]])  # a worker's id past the vocabulary
+        model.zero_grad(set_to_none=True)
+        loss, extras = pool.backward(_with_length, [jobs[:1], jobs[1:2]])  # (loss, extra): extras in job order
+        assert loss == pytest.approx(sum(_sum_of_logsumexp(model, *j).item() for j in jobs[:2]), rel=1e-5)
+        assert extras == [len(PROMPTS[0]), len(PROMPTS[1])]
+        with pytest.raises(ValueError, match="4 shards for 3 workers"):
+            pool.backward(_sum_of_logsumexp, [jobs[:1]] * 4)
+    finally:
+        pool.close()

@@ -1,14 +1,16 @@
 """SFT on worked solutions of the task mix, for a tiny HF Llama and for our M1 tiny preset: the mix
 (held-out questions left out, every solution verified), micro-batches that give the whole batch's
-gradient, a digit-splitting tokenizer, and a killed run that resumes to the uninterrupted result."""
+gradient (in this process or dealt to worker processes), a digit-splitting tokenizer, and a killed run that resumes to the uninterrupted result."""
 
 from __future__ import annotations
 
 import json
+from contextlib import closing
 
 import pytest
 import torch
 
+from model.sharded import ShardedBackward
 from tasks.envs.arithmetic import HELD_OUT_SEED, Arithmetic, is_held_out, worked_solution
 from tasks.train.policy import encode_prompt, load_policy
 from tasks.train.tracking import read_metrics
@@ -164,6 +166,12 @@ def test_micro_batches_give_the_whole_batch_gradient(tmp_path):
     for pieces in (2, 3, 7):
         model.zero_grad()
         loss = accumulate(model, batch, pieces, tok.pad_token_id, torch.device("cpu"))
+        assert loss == pytest.approx(whole.item(), rel=1e-5)
+        assert all(torch.allclose(p.grad, w, atol=1e-6) for p, w in zip(model.parameters(), want))
+    for workers, pieces in ((2, 3), (3, 1)):  # pieces dealt to processes; 1 micro-batch still gives each one
+        with closing(ShardedBackward(model, workers=workers)) as pool:
+            model.zero_grad()
+            loss = accumulate(model, batch, pieces, tok.pad_token_id, torch.device("cpu"), pool)
         assert loss == pytest.approx(whole.item(), rel=1e-5)
         assert all(torch.allclose(p.grad, w, atol=1e-6) for p, w in zip(model.parameters(), want))
 

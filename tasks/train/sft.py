@@ -18,6 +18,7 @@ so a killed run continues where its last checkpoint left it and ends with the sa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -28,6 +29,7 @@ from typing import Any, ClassVar
 import torch
 from tqdm import tqdm
 
+from model.sharded import ShardedBackward
 from tasks.config import Params, exits_cleanly, load, param, stage_parser
 from tasks.train.checkpoint import load_state, made_by, resume_from, rng_state, save_checkpoint, set_rng_state
 from tasks.train.policy import build_policy, encode_prompt, encode_reply, load_policy, resolve_device, save_policy
@@ -93,6 +95,8 @@ class SFTParams(Params):
     keep_checkpoints: int = param(2, ge=1, help="newest checkpoints kept")
     device: str = param("auto", help="auto = the GPU when there is one, else cpu")
     threads: int = param(2, ge=1, help="CPU threads of torch: a fixed number, so results do not depend on the machine's cores")
+    workers: int = param(2, ge=1, help="CPU: processes of one thread each that run a step's micro-batches side by side "
+                                       "(model.sharded.ShardedBackward); 1 = this process alone on `threads` threads")
     experiment: str = param("m1-sft", help="MLflow experiment")
 
     def check(self) -> None:
@@ -157,22 +161,43 @@ def _batch(examples: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Te
     return ids, attn, labels
 
 
+def _piece_loss(model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, labels: torch.Tensor,
+                weight: float) -> torch.Tensor:
+    return model(input_ids=ids, attention_mask=attn, labels=labels).loss * weight
+
+
+def _deal(pieces: list[list[tuple[list[int], int]]], shards: int) -> list[list[int]]:
+    """Indices of the pieces each shard runs: the largest (padded tokens) first, each to the shard
+    with the fewest tokens so far."""
+    load, dealt = [0] * shards, [[] for _ in range(shards)]
+    for i in sorted(range(len(pieces)), key=lambda i: -len(pieces[i]) * max(len(s) for s, _ in pieces[i])):
+        k = load.index(min(load))
+        dealt[k].append(i)
+        load[k] += len(pieces[i]) * max(len(s) for s, _ in pieces[i])
+    return [sorted(d) for d in dealt if d]
+
+
 def accumulate(model: torch.nn.Module, batch: list[tuple[list[int], int]], micro_batches: int, pad_id: int,
-               device: torch.device) -> float:
+               device: torch.device, pool: ShardedBackward | None = None) -> float:
     """Backward the batch's mean reply-token loss through ``micro_batches`` length-sorted pieces
     (each piece's mean weighted by its share of the reply tokens: the whole batch's gradient, with
-    short sequences no longer padded to the longest); returns the loss."""
+    short sequences no longer padded to the longest); returns the loss. With ``pool`` (CPU) the
+    pieces, at least one per worker, are dealt out to its processes and run side by side."""
     batch = sorted(batch, key=lambda ex: len(ex[0]))
-    cuts = [len(batch) * j // micro_batches for j in range(micro_batches + 1)]
+    n_pieces = max(micro_batches, pool.workers if pool else 1)
+    cuts = [len(batch) * j // n_pieces for j in range(n_pieces + 1)]
     pieces = [batch[lo:hi] for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
     counted = [sum(len(seq) - max(n_prompt, 1) for seq, n_prompt in p) for p in pieces]  # predicted reply tokens
-    total, loss = sum(counted), 0.0
-    for piece, n in zip(pieces, counted):
-        ids, attn, labels = (x.to(device) for x in _batch(piece, pad_id))
-        part = model(input_ids=ids, attention_mask=attn, labels=labels).loss * (n / total)
-        part.backward()
-        loss += part.item()
-    return loss
+    total = sum(counted)
+    jobs = [(*(x.to(device) for x in _batch(piece, pad_id)), n / total) for piece, n in zip(pieces, counted)]
+    if pool is None:
+        loss = 0.0
+        for job in jobs:
+            part = _piece_loss(model, *job)
+            part.backward()
+            loss += part.item()
+        return loss
+    return pool.backward(_piece_loss, [[jobs[i] for i in shard] for shard in _deal(pieces, pool.workers)])[0]
 
 
 def train_sft(params: SFTParams, out_dir: str | Path) -> dict[str, float]:
@@ -219,30 +244,32 @@ def train_sft(params: SFTParams, out_dir: str | Path) -> dict[str, float]:
     tracker = RunTracker(out, experiment=params.experiment, run_name="sft", params=params.to_dict(),
                          made=made, run_id=state["run_id"], resume_step=state["step"])
     model.train()
+    pool = ShardedBackward(model, workers=params.workers) if params.workers > 1 and device.type == "cpu" else None
     order, losses = state["order"], state["losses"]
     metrics: dict[str, float] = {}
-    for step in tqdm(range(state["step"], params.steps), initial=state["step"], total=params.steps, desc="sft"):
-        if len(order) < params.batch_size:
-            more = list(range(len(examples)))
-            rng.shuffle(more)
-            order += more
-        batch = [examples[i] for i in order[: params.batch_size]]
-        del order[: params.batch_size]
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(params, step)
-        opt.zero_grad(set_to_none=True)
-        loss = accumulate(model, batch, params.micro_batches, tok.pad_token_id, device)
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)
-        opt.step()
-        losses.append(loss)
-        if (step + 1) % params.log_every == 0 or step + 1 == params.steps:
-            metrics = {"sft/loss": sum(losses) / len(losses), "sft/grad_norm": float(norm), "sft/lr": _lr_at(params, step)}
-            tracker.log(step + 1, metrics)
-            losses.clear()
-        if (step + 1) % params.checkpoint_every == 0 or step + 1 == params.steps:
-            state = {"step": step + 1, "order": order, "losses": losses, "run_id": tracker.run_id,
-                     "rng": rng_state(), "data_rng": rng.getstate()}
-            save_checkpoint(out / "checkpoints", step + 1, state, write_trainer, made=made, keep=params.keep_checkpoints)
+    with contextlib.closing(pool) if pool else contextlib.nullcontext():
+        for step in tqdm(range(state["step"], params.steps), initial=state["step"], total=params.steps, desc="sft"):
+            if len(order) < params.batch_size:
+                more = list(range(len(examples)))
+                rng.shuffle(more)
+                order += more
+            batch = [examples[i] for i in order[: params.batch_size]]
+            del order[: params.batch_size]
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(params, step)
+            opt.zero_grad(set_to_none=True)
+            loss = accumulate(model, batch, params.micro_batches, tok.pad_token_id, device, pool)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)
+            opt.step()
+            losses.append(loss)
+            if (step + 1) % params.log_every == 0 or step + 1 == params.steps:
+                metrics = {"sft/loss": sum(losses) / len(losses), "sft/grad_norm": float(norm), "sft/lr": _lr_at(params, step)}
+                tracker.log(step + 1, metrics)
+                losses.clear()
+            if (step + 1) % params.checkpoint_every == 0 or step + 1 == params.steps:
+                state = {"step": step + 1, "order": order, "losses": losses, "run_id": tracker.run_id,
+                         "rng": rng_state(), "data_rng": rng.getstate()}
+                save_checkpoint(out / "checkpoints", step + 1, state, write_trainer, made=made, keep=params.keep_checkpoints)
     save_policy(model, tok, out / "policy")
     tracker.close()
     return metrics
