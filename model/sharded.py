@@ -24,6 +24,7 @@ Only CPU models shard; on a GPU ``make_engine`` returns the plain ``TorchEngine`
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 import types
@@ -194,6 +195,22 @@ def _backward(model: torch.nn.Module, loss_fn, jobs: list[tuple]) -> tuple[float
     return total, extras
 
 
+def _by_name(fn):
+    """``fn`` as something a worker can unpickle: a function of a module run as ``python -m`` lives in
+    ``__main__``, which the workers do not see, so it travels as (module name, function name)."""
+    main = sys.modules["__main__"]
+    if getattr(fn, "__module__", None) == "__main__" and getattr(main, "__spec__", None) is not None:
+        return main.__spec__.name, fn.__qualname__
+    return fn
+
+
+def _resolve(fn):
+    if isinstance(fn, tuple):
+        module, name = fn
+        return getattr(importlib.import_module(module), name)
+    return fn
+
+
 def _serve_grads(model: torch.nn.Module, grads: torch.Tensor, conn: Connection) -> None:
     """A worker: backward the jobs sent on ``conn`` and write the gradient into ``grads`` (flat,
     shared), until the connection closes (or None arrives)."""
@@ -208,6 +225,7 @@ def _serve_grads(model: torch.nn.Module, grads: torch.Tensor, conn: Connection) 
             return
         training, loss_fn, jobs = job
         try:
+            loss_fn = _resolve(loss_fn)
             model.train(training)
             for p in params:
                 p.grad = None
@@ -256,7 +274,7 @@ class ShardedBackward(_Workers):
             raise ValueError(f"backward: {len(shards)} shards for {self.workers} workers")
         self._restart_if_replaced()
         for conn, jobs in zip(self._conns, shards[1:]):
-            conn.send((self.model.training, loss_fn, jobs))
+            conn.send((self.model.training, _by_name(loss_fn), jobs))
         try:
             total, extras = self._on_one_thread(lambda: _backward(self.model, loss_fn, shards[0]))
         finally:
