@@ -8,8 +8,10 @@ LOG.md, issue 11). ``ShardedEngine`` deals each ``generate`` call's rows out to 
 decodes the first in this process (on one thread for the duration) and the others in spawned worker
 processes, and joins the outputs in row order. It pays where a call holds a batch for each worker:
 one call's 128 rows split in two gain only 1.25x, as every half still takes every decode step.
-``ShardedBackward`` does the same for a training step's micro-batches: each process backwards its
-share, and the workers' gradients are added to this process's.
+``ShardedBackward`` does the same for a training step's micro-batches (SFT, the judge): each process
+backwards its share, and the workers' gradients are added to this process's. It pays where a
+micro-batch is GEMM work (SFT: 1.27x over 2 threads), not for RL's minibatches of short replies,
+whose per-op overhead every part pays again (1.03x; LOG.md).
 
 The workers read the caller's parameters, not a copy: ``module.share_memory()`` moves every parameter
 and buffer into shared memory, and the module is handed to each worker once, so the in-place updates of
@@ -182,17 +184,14 @@ def _grad_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _backward(model: torch.nn.Module, loss_fn, jobs: list[tuple]) -> tuple[float, list]:
-    """Backward ``loss_fn(model, *job)`` for each job, in order: the summed loss, and what each job's
-    ``loss_fn`` returned beside its loss (None where it returned the loss alone)."""
-    total, extras = 0.0, []
+def _backward(model: torch.nn.Module, loss_fn, jobs: list[tuple]) -> float:
+    """``loss_fn(model, *job).backward()`` for each job, in order; the summed loss."""
+    total = 0.0
     for job in jobs:
-        out = loss_fn(model, *job)
-        loss, extra = out if isinstance(out, tuple) else (out, None)
+        loss = loss_fn(model, *job)
         loss.backward()
         total += loss.item()
-        extras.append(extra)
-    return total, extras
+    return total
 
 
 def _by_name(fn):
@@ -229,7 +228,7 @@ def _serve_grads(model: torch.nn.Module, grads: torch.Tensor, conn: Connection) 
             model.train(training)
             for p in params:
                 p.grad = None
-            loss, extras = _backward(model, loss_fn, jobs)
+            loss = _backward(model, loss_fn, jobs)
             has_grad, at = [], 0
             for p in params:
                 n = p.numel()
@@ -237,7 +236,7 @@ def _serve_grads(model: torch.nn.Module, grads: torch.Tensor, conn: Connection) 
                 if p.grad is not None:
                     grads[at : at + n].copy_(p.grad.reshape(-1))
                 at += n
-            conn.send(("ok", (loss, extras, has_grad)))
+            conn.send(("ok", (loss, has_grad)))
         except Exception:  # the parent raises it with this traceback
             conn.send(("error", traceback.format_exc()))
 
@@ -264,25 +263,23 @@ class ShardedBackward(_Workers):
         self._buffers = [torch.zeros(size).share_memory_() for _ in range(self.workers - 1)]
         self._start(_serve_grads, lambda i: (self._buffers[i],))
 
-    def backward(self, loss_fn, shards: list[list[tuple]]) -> tuple[float, list]:
+    def backward(self, loss_fn, shards: list[list[tuple]]) -> float:
         """Accumulate into each parameter's ``.grad`` the gradient of the sum of ``loss_fn(model,
-        *job)`` over every job of every shard. ``loss_fn`` is a module-level function (the workers
-        import it) that returns a scalar loss, or ``(loss, extra)`` with a picklable ``extra``;
-        ``shards`` holds at most ``workers`` lists of picklable jobs. Returns the summed loss and each
-        job's extra (None for a bare loss), in the order of the jobs in ``shards``."""
+        *job)`` (a scalar) over every job of every shard; returns that sum. ``loss_fn`` is a
+        module-level function (the workers import it; one of a module run as ``python -m`` goes by
+        name); ``shards`` holds at most ``workers`` lists of picklable jobs."""
         if len(shards) > self.workers:
             raise ValueError(f"backward: {len(shards)} shards for {self.workers} workers")
         self._restart_if_replaced()
         for conn, jobs in zip(self._conns, shards[1:]):
             conn.send((self.model.training, _by_name(loss_fn), jobs))
         try:
-            total, extras = self._on_one_thread(lambda: _backward(self.model, loss_fn, shards[0]))
+            total = self._on_one_thread(lambda: _backward(self.model, loss_fn, shards[0]))
         finally:
             replies = self._replies(len(shards) - 1)
         params = _grad_params(self.model)
-        for buf, (loss, more, has_grad) in zip(self._buffers, replies):
+        for buf, (loss, has_grad) in zip(self._buffers, replies):
             total += loss
-            extras += more
             at = 0
             for p, has in zip(params, has_grad):
                 n = p.numel()
@@ -290,7 +287,7 @@ class ShardedBackward(_Workers):
                     g = buf[at : at + n].view_as(p)
                     p.grad = g.clone() if p.grad is None else p.grad.add_(g)
                 at += n
-        return total, extras
+        return total
 
 
 #: generation workers of engines made without ``workers`` (``set_cores``)

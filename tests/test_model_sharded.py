@@ -86,10 +86,6 @@ def _sum_of_logsumexp(model, ids):
     return model(ids).logits.logsumexp(-1).sum()
 
 
-def _with_length(model, ids):
-    return _sum_of_logsumexp(model, ids), ids.shape[1]
-
-
 def test_sharded_backward_gives_the_one_process_gradient_with_the_callers_updated_weights():
     torch.manual_seed(2)
     model = M1ForCausalLM(M1Config.preset("tiny", rotary_dim=16, block_size=4)).train()
@@ -101,17 +97,16 @@ def test_sharded_backward_gives_the_one_process_gradient_with_the_callers_update
             want_loss = sum(_sum_of_logsumexp(model, *j).item() for j in jobs)
             want = torch.autograd.grad(sum(_sum_of_logsumexp(model, *j) for j in jobs), list(model.parameters()))
             model.zero_grad(set_to_none=True)
-            loss, extras = pool.backward(_sum_of_logsumexp, [jobs[:2], jobs[2:3], jobs[3:]])
-            assert loss == pytest.approx(want_loss, rel=1e-5) and extras == [None] * len(jobs)
+            loss = pool.backward(_sum_of_logsumexp, [jobs[:2], jobs[2:3], jobs[3:]])
+            assert loss == pytest.approx(want_loss, rel=1e-5)
             for p, w in zip(model.parameters(), want):
                 assert p.grad is not None and torch.allclose(p.grad, w, rtol=1e-4, atol=1e-5)
             torch.optim.SGD(model.parameters(), lr=0.05).step()
         with pytest.raises(RuntimeError, match="worker .* failed"):
             pool.backward(_sum_of_logsumexp, [jobs[:1], [(torch.tensor([[10**6]]),)]])  # a worker's id past the vocabulary
         model.zero_grad(set_to_none=True)
-        loss, extras = pool.backward(_with_length, [jobs[:1], jobs[1:2]])  # (loss, extra): extras in job order
-        assert loss == pytest.approx(sum(_sum_of_logsumexp(model, *j).item() for j in jobs[:2]), rel=1e-5)
-        assert extras == [len(PROMPTS[0]), len(PROMPTS[1])]
+        assert pool.backward(_sum_of_logsumexp, [jobs[:1], jobs[1:2]]) == pytest.approx(
+            sum(_sum_of_logsumexp(model, *j).item() for j in jobs[:2]), rel=1e-5)
         with pytest.raises(ValueError, match="4 shards for 3 workers"):
             pool.backward(_sum_of_logsumexp, [jobs[:1]] * 4)
     finally:

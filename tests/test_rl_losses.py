@@ -52,21 +52,6 @@ def test_cispo_sample_and_combined_normalization():
     assert loss.item() == pytest.approx(-0.5 * (-0.108 + 0.1466666666666667), abs=1e-12)
 
 
-@pytest.mark.parametrize("normalization", ["token", "sample", "combined"])
-def test_rows_given_the_batch_totals_give_their_share_of_the_batch_loss(normalization):
-    # seq0 alone with the batch's totals (5 tokens, 2 sequences): token -(-3.38) / 5, sample -(-3.38 / 3) / 2;
-    # seq1 alone: -(2.84) / 5 and -(2.84 / 2) / 2; together the batch's loss
-    logp, old = _inputs()
-    kw = dict(algorithm="cispo", eps_low=0.2, eps_high=0.28, normalization=normalization, totals=(5, 2))
-    whole, _ = policy_loss(logp, old, ADV, MASK, algorithm="cispo", eps_low=0.2, eps_high=0.28,
-                           normalization=normalization)
-    a, _ = policy_loss(logp[:1], old[:1], ADV[:1], MASK[:1], **kw)
-    b, _ = policy_loss(logp[1:], old[1:], ADV[1:], MASK[1:], **kw)
-    want = {"token": 3.38 / 5, "sample": 3.38 / 3 / 2, "combined": 0.5 * (3.38 / 5 + 3.38 / 3 / 2)}[normalization]
-    assert a.item() == pytest.approx(want, abs=1e-6)
-    assert (a + b).item() == pytest.approx(whole.item(), abs=1e-6)
-
-
 def test_cispo_with_trust_region_mask():
     # Eq. 7 drops seq0 t0 (A>0, r=1.5>1.28) and seq1 t1 (A<0, r=0.7<0.8); the padded token with
     # r=2.0 would not count either way. Terms left: -0.5 - 1.6 + 0.44 = -1.66; / 5 tokens.

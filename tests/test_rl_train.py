@@ -11,14 +11,12 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import closing, nullcontext
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from model.sharded import ShardedBackward
 from tasks.config import load
 from tasks.envs.params import EnvParams
 from tasks.envs.registry import get_tasks
@@ -28,7 +26,7 @@ from tasks.train.rl.config import RLParams
 from tasks.train.rl.engines import make_trainer, param_groups
 from tasks.curate.rl_data import write_generated
 from tasks.train.rl.sampling import group_minibatches
-from tasks.train.rl.train import PARAMS, old_policy_logprobs, pack, parts, probability_health, train_rl, update_policy
+from tasks.train.rl.train import PARAMS, old_policy_logprobs, pack, probability_health, train_rl, update_policy
 from tasks.train.sft import SFTParams, SFTTask, train_sft
 from tasks.train.tracking import RunTracker, read_metrics
 
@@ -165,40 +163,13 @@ def test_first_update_has_importance_ratios_of_exactly_one(build):
     cfg = RLParams(lr=1e-3, lr_head=1e-2, warmup_updates=0, prompts_per_step=4, samples_per_prompt=4,
                    updates_per_batch=4)
     trainer = make_trainer(model, cfg, micro_batch=4)
-    pieces = parts(group_minibatches(4, 4, 4, torch.Generator().manual_seed(0)), 4, 1)
+    minibatches = group_minibatches(4, 4, 4, torch.Generator().manual_seed(0))
     model.train()
-    old, _ = old_policy_logprobs(model, data, pieces)
-    upd = update_policy(trainer, cfg, data, adv, old, pieces)
+    old, _ = old_policy_logprobs(model, data, minibatches)
+    upd = update_policy(trainer, cfg, data, adv, old, minibatches)
     assert upd["skipped"] == [0.0] * 4
     assert upd["is_weight_mean"][0] == 1.0 and upd["clip_fraction"][0] == 0.0  # on-policy: r = 1 exactly
     assert all(r != 1.0 for r in upd["is_weight_mean"][1:])  # later updates are off-policy
-
-
-@pytest.mark.parametrize("normalization", ["token", "combined"])
-def test_an_update_whose_parts_run_on_worker_processes_equals_the_one_process_update(normalization):
-    """A minibatch of 4 groups cut into 2 parts of 2 groups that backward on 2 processes: the same
-    old log-probs, loss, metrics and gradient as the whole minibatch in one process."""
-    data, adv = _batch(50)
-    cfg = RLParams(lr=1e-3, lr_head=1e-2, warmup_updates=0, prompts_per_step=4, samples_per_prompt=4,
-                   updates_per_batch=1)
-    cfg.algo.normalization = normalization
-    minibatches = group_minibatches(4, 4, 1, torch.Generator().manual_seed(0))
-    runs = []
-    for workers in (1, 2):
-        model = _m1().train()
-        trainer = make_trainer(model, cfg, micro_batch=16)
-        pieces = parts(minibatches, 4, workers)
-        assert [len(p) for p in pieces] == [workers]
-        with closing(ShardedBackward(model, workers=2)) if workers > 1 else nullcontext() as pool:
-            old, _ = old_policy_logprobs(model, data, pieces)
-            upd = update_policy(trainer, cfg, data, adv, old, pieces, pool)
-        runs.append((old, upd, [p.grad for p in model.parameters()]))
-    (old1, upd1, g1), (old2, upd2, g2) = runs
-    assert torch.allclose(old1, old2, atol=1e-6)
-    assert upd2["is_weight_mean"] == [1.0] and upd2["clip_fraction"] == [0.0]
-    for k in ("loss", "grad_norm"):
-        assert upd2[k] == pytest.approx(upd1[k], rel=1e-5), k
-    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(g1, g2))
 
 
 def test_tracker_without_mlflow(tmp_path, monkeypatch):

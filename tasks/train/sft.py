@@ -197,7 +197,7 @@ def accumulate(model: torch.nn.Module, batch: list[tuple[list[int], int]], micro
             part.backward()
             loss += part.item()
         return loss
-    return pool.backward(_piece_loss, [[jobs[i] for i in shard] for shard in _deal(pieces, pool.workers)])[0]
+    return pool.backward(_piece_loss, [[jobs[i] for i in shard] for shard in _deal(pieces, pool.workers)])
 
 
 def train_sft(params: SFTParams, out_dir: str | Path) -> dict[str, float]:

@@ -145,9 +145,8 @@ class RLParams(Params):
     checkpoint_every: int = param(5, ge=1, help="steps per checkpoint (resume point)")
     keep_checkpoints: int = param(2, ge=1, help="newest checkpoints kept")
     device: str = param("auto", help="auto = the GPU when there is one, else cpu")
-    threads: int = param(2, ge=1, help="CPU cores: torch threads and single-thread generation and training workers (each "
-                                       "minibatch's groups split among them); a fixed number, so results do not depend on "
-                                       "the machine's cores (the extend stage uses rl's)")
+    threads: int = param(2, ge=1, help="CPU cores: torch threads and single-thread generation workers; a fixed number, "
+                                       "so results do not depend on the machine's cores (the extend stage uses rl's)")
     train_engine: str = param("torch", choices=("torch", "deepspeed"),
                               help="torch | deepspeed (ZeRO; launch one process per rank)")
     zero_stage: int = param(2, choices=(0, 1, 2), help="DeepSpeed ZeRO stage (3 shards the weights generation needs)")

@@ -70,11 +70,6 @@ class TorchTrainer:
         """Backward, clip, step, advance the warmup; returns the gradient norm before clipping."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        return self.apply()
-
-    def apply(self) -> float:
-        """Clip, step and advance the warmup on the gradients the weights hold (a ``step`` whose backward
-        ran elsewhere: ``model.sharded.ShardedBackward``); the gradient norm before clipping."""
         trained = [p for g in self.optimizer.param_groups for p in g["params"]]
         norm = torch.nn.utils.clip_grad_norm_(trained, self.grad_clip)
         self.optimizer.step()

@@ -23,12 +23,8 @@ def token_mask(ratio: torch.Tensor, advantages: torch.Tensor, eps_low: float, ep
     return (~drop).to(ratio.dtype)
 
 
-def aggregate(terms: torch.Tensor, mask: torch.Tensor, normalization: str,
-              totals: tuple[float, float] | None = None) -> torch.Tensor:
+def aggregate(terms: torch.Tensor, mask: torch.Tensor, normalization: str) -> torch.Tensor:
     """Reduce per-token terms ``[N, T]`` over the response tokens (``mask`` 1) to a scalar.
-
-    ``totals``: (response tokens, sequences with a response token) of the batch these rows are a part
-    of; the parts' values then sum to the batch's (the default: the rows are the batch).
 
     - ``"token"``: sum over all response tokens / total response tokens of the batch. With a batch of
       one group this is Eq. 4's ``1 / sum_i |o_i|``; over several groups it is DAPO's token-level loss.
@@ -41,14 +37,13 @@ def aggregate(terms: torch.Tensor, mask: torch.Tensor, normalization: str,
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     mask = mask.to(terms.dtype)
     masked = terms * mask
-    lengths = mask.sum(dim=-1)  # [N]
-    has_tokens = lengths > 0
-    tokens, sequences = totals if totals is not None else (lengths.sum(), has_tokens.sum())
-    token = masked.sum() / max(float(tokens), 1.0)
+    token = masked.sum() / mask.sum().clamp(min=1.0)
     if normalization == "token":
         return token
+    lengths = mask.sum(dim=-1)  # [N]
+    has_tokens = lengths > 0
     per_seq = masked.sum(dim=-1) / lengths.clamp(min=1.0)  # [N]
-    sample = per_seq[has_tokens].sum() / max(float(sequences), 1.0)
+    sample = per_seq[has_tokens].sum() / has_tokens.sum().clamp(min=1)
     if normalization == "sample":
         return sample
     return 0.5 * (token + sample)
@@ -65,7 +60,6 @@ def policy_loss(
     eps_high: float,
     trust_region_mask: bool = False,
     normalization: str = "token",
-    totals: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Minus the policy objective over a minibatch; ``(loss, metrics)``.
 
@@ -81,8 +75,7 @@ def policy_loss(
         eps_low, eps_high: the clip range ``[1 - eps_low, 1 + eps_high]`` of r.
         trust_region_mask: multiply each token term by Eq. 7's mask (CISPO only; PPO's min already
             zeroes those gradients).
-        normalization, totals: see ``aggregate`` (with ``totals`` the rows are a part of a minibatch
-            and the loss is their share of its loss; the metrics are over these rows).
+        normalization: see ``aggregate``.
 
     Metrics: ``is_weight_mean`` (mean r over response tokens), ``clip_fraction`` (fraction of response
     tokens with r outside the clip range), ``masked_fraction`` (fraction whose gradient is dropped:
@@ -115,7 +108,7 @@ def policy_loss(
         terms = torch.minimum(ratio * advantages, clipped * advantages)
         dropped = region
 
-    loss = -aggregate(terms, mask, normalization, totals)
+    loss = -aggregate(terms, mask, normalization)
     n = mask_f.sum().clamp(min=1.0)
     with torch.no_grad():
         outside = ((ratio < 1 - eps_low) | (ratio > 1 + eps_high)).to(logprobs.dtype)

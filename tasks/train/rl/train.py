@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.sharded import ShardedBackward, set_cores
+from model.sharded import set_cores
 from tasks.config import exits_cleanly, load, stage_parser
 from tasks.envs.base import format_reward
 from tasks.envs.genrm.online import OnlineJudge
@@ -161,70 +161,40 @@ def minibatch_logprobs(module, data: dict, idx: torch.Tensor) -> tuple[torch.Ten
     return response_logprobs(module, [data["prompts"][i] for i in rows], [data["responses"][i] for i in rows])
 
 
-def parts(minibatches: list[torch.Tensor], group_size: int, n: int) -> list[list[torch.Tensor]]:
-    """Each minibatch (whole groups) cut into at most ``n`` parts of whole groups: the pieces the
-    processes of a ``ShardedBackward`` compute side by side (one part each, n = 1: the minibatch)."""
-    return [list(idx.reshape(-1, group_size).tensor_split(min(n, len(idx) // group_size))) for idx in minibatches]
-
-
-def old_policy_logprobs(module, data: dict, pieces: list[list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """pi_old's log-probs and entropies ``[N, R]`` over the reply tokens, computed part by part exactly as the
+def old_policy_logprobs(module, data: dict, minibatches: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """pi_old's log-probs and entropies ``[N, R]`` over the reply tokens, computed minibatch by minibatch exactly as the
     updates will compute pi_theta (same rows, same width, the module's current mode), so the first
     update's IS ratios are exactly 1."""
     logprobs, entropy = torch.zeros_like(data["mask"]), torch.zeros_like(data["mask"])
     with torch.no_grad():
-        for idx in (part.reshape(-1) for minibatch in pieces for part in minibatch):
+        for idx in minibatches:
             lp, ent = minibatch_logprobs(module, data, idx)
             logprobs[idx, : lp.shape[1]], entropy[idx, : lp.shape[1]] = lp, ent
     return logprobs, entropy
 
 
-def part_loss(module, prompts: list[list[int]], responses: list[list[int]], old_logprobs: torch.Tensor,
-              advantages: torch.Tensor, mask: torch.Tensor, settings: dict, totals: tuple[float, float]):
-    """A part's share of its minibatch's policy loss (``totals``: the minibatch's response tokens and
-    sequences), with ``(metrics, response tokens)`` of the part."""
-    from model.logprobs import response_logprobs
-
-    logprobs, _ = response_logprobs(module, prompts, responses)
-    width = logprobs.shape[1]
-    loss, metrics = policy_loss(logprobs, old_logprobs[:, :width], advantages, mask[:, :width], totals=totals, **settings)
-    return loss, (metrics, float(mask.sum()))
-
-
-def update_policy(trainer, cfg: RLParams, data: dict, advantages: torch.Tensor, old_logprobs: torch.Tensor,
-                  pieces: list[list[torch.Tensor]], pool: ShardedBackward | None = None) -> dict[str, list[float]]:
-    """One optimizer update per minibatch (``pieces``: its parts, run side by side on ``pool``'s
-    processes when given); the loss terms and metrics of each, in order. A minibatch whose advantages
-    are all zero on every rank is skipped: its loss has no gradient, but AdamW would still move the
-    weights along its momentum."""
-    settings = dict(algorithm=cfg.algorithm, eps_low=cfg.algo.eps_low, eps_high=cfg.algo.eps_high,
-                    trust_region_mask=cfg.algo.trust_region_mask, normalization=cfg.algo.normalization)
+def update_policy(trainer, cfg: RLParams, data: dict, advantages: torch.Tensor,
+                  old_logprobs: torch.Tensor, minibatches: list[torch.Tensor]) -> dict[str, list[float]]:
+    """One optimizer update per minibatch; the loss terms and metrics of each, in order. A minibatch
+    whose advantages are all zero on every rank is skipped: its loss has no gradient, but AdamW would
+    still move the weights along its momentum."""
     upd = {"loss": [], "grad_norm": [], "is_weight_mean": [], "clip_fraction": [], "masked_fraction": [], "skipped": []}
-    for minibatch in pieces:
-        idx = torch.cat([part.reshape(-1) for part in minibatch])
+    for idx in minibatches:
         skip = trainer.all_true(bool((advantages[idx] == 0).all()))
         upd["skipped"].append(float(skip))
         if skip:
             continue
-        lengths = data["mask"][idx].sum(-1)
-        totals = (float(lengths.sum()), float((lengths > 0).sum()))
-        jobs = []
-        for part in minibatch:
-            rows = part.reshape(-1)
-            jobs.append(([data["prompts"][i] for i in rows.tolist()], [data["responses"][i] for i in rows.tolist()],
-                         old_logprobs[rows], advantages[rows], data["mask"][rows], settings, totals))
-        if pool is None:
-            losses = [part_loss(trainer.module, *job) for job in jobs]
-            upd["grad_norm"].append(trainer.step(sum(loss for loss, _ in losses)))
-            loss, extras = sum(loss.item() for loss, _ in losses), [extra for _, extra in losses]
-        else:
-            trainer.module.zero_grad(set_to_none=True)
-            loss, extras = pool.backward(part_loss, [[job] for job in jobs])
-            upd["grad_norm"].append(trainer.apply())
-        upd["loss"].append(loss)
-        tokens = max(sum(n for _, n in extras), 1.0)  # the parts' metrics, weighted by their response tokens
-        for k in extras[0][0]:
-            upd[k].append(extras[0][0][k] if len(extras) == 1 else sum(m[k] * n for m, n in extras) / tokens)
+        logprobs, _ = minibatch_logprobs(trainer.module, data, idx)
+        width = logprobs.shape[1]
+        loss, lm = policy_loss(
+            logprobs, old_logprobs[idx, :width], advantages[idx], data["mask"][idx, :width],
+            algorithm=cfg.algorithm, eps_low=cfg.algo.eps_low, eps_high=cfg.algo.eps_high,
+            trust_region_mask=cfg.algo.trust_region_mask, normalization=cfg.algo.normalization,
+        )
+        upd["grad_norm"].append(trainer.step(loss))
+        upd["loss"].append(loss.item())
+        for k, v in lm.items():
+            upd[k].append(v)
     return upd
 
 
@@ -319,9 +289,6 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
         made=made, run_id=state["run_id"], resume_step=state["step"], enabled=trainer.is_main,
     )
     engine = make_rollout_engine(cfg, module, tok, out)
-    # CPU: each minibatch's parts backward side by side on single-thread processes (model.sharded)
-    single = trainer.world_size == 1 and cfg.train_engine == "torch"
-    pool = ShardedBackward(module, workers=cfg.threads) if single and cfg.threads > 1 and device.type == "cpu" else None
     params = SamplingParams(
         max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature,
@@ -365,15 +332,14 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
         advantages = group_advantages(torch.tensor([g["rewards"] for g in groups])).reshape(-1).to(device)  # [N]
         minibatches = group_minibatches(len(groups), G, cfg.updates_per_batch,
                                         torch.Generator().manual_seed(cfg.seed * 7919 + step))
-        pieces = parts(minibatches, G, pool.workers if pool else 1)
         module.train()
-        old_logprobs, entropy = old_policy_logprobs(module, data, pieces)  # [N, T]
+        old_logprobs, entropy = old_policy_logprobs(module, data, minibatches)  # [N, T]
         mask = data["mask"]
 
         # 3. off-policy minibatch updates
         t1 = time.perf_counter()
         rates = trainer.rates()
-        upd = update_policy(trainer, cfg, data, advantages, old_logprobs, pieces, pool)
+        upd = update_policy(trainer, cfg, data, advantages, old_logprobs, minibatches)
         train_seconds = time.perf_counter() - t1
         sync = getattr(engine, "sync_weights", None)
         if sync is not None:
@@ -417,10 +383,9 @@ def train_rl(cfg: RLParams, policy_dir: str | Path, data_dir: str | Path, out_di
         if state.get("stopped"):
             break
 
-    for workers in (engine, pool):  # generation and training worker processes (model.sharded)
-        close = getattr(workers, "close", None)
-        if close is not None:
-            close()
+    close = getattr(engine, "close", None)  # generation worker processes (model.sharded)
+    if close is not None:
+        close()
     if trainer.is_main:
         save_policy(module, tok, out / "policy")
     tracker.close()
