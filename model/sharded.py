@@ -8,7 +8,7 @@ LOG.md, issue 11). ``ShardedEngine`` deals each ``generate`` call's rows out to 
 decodes the first in this process (on one thread for the duration) and the others in spawned worker
 processes, and joins the outputs in row order. It pays where a call holds a batch for each worker:
 one call's 128 rows split in two gain only 1.25x, as every half still takes every decode step.
-``ShardedBackward`` does the same for a training step's micro-batches (SFT, the judge): each process
+``ShardedBackward`` does the same for a training step's micro-batches (SFT): each process
 backwards its share, and the workers' gradients are added to this process's. It pays where a
 micro-batch is GEMM work (SFT: 1.27x over 2 threads), not for RL's minibatches of short replies,
 whose per-op overhead every part pays again (1.03x; LOG.md).

@@ -95,8 +95,10 @@ class SFTParams(Params):
     keep_checkpoints: int = param(2, ge=1, help="newest checkpoints kept")
     device: str = param("auto", help="auto = the GPU when there is one, else cpu")
     threads: int = param(2, ge=1, help="CPU threads of torch: a fixed number, so results do not depend on the machine's cores")
-    workers: int = param(2, ge=1, help="CPU: processes of one thread each that run a step's micro-batches side by side "
-                                       "(model.sharded.ShardedBackward); 1 = this process alone on `threads` threads")
+    workers: int = param(1, ge=1, help="CPU: processes of one thread each that run a step's micro-batches side by side "
+                                       "(model.sharded.ShardedBackward; 2: 1.27x a step, bench/results/sft_workers.md); "
+                                       "1 = this process alone on `threads` threads. The tiny default keeps 1: with 2 "
+                                       "its policies differ in the last float bits and the eval table lost a family (LOG.md)")
     experiment: str = param("m1-sft", help="MLflow experiment")
 
     def check(self) -> None:

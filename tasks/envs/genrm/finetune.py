@@ -25,7 +25,7 @@ def train_judge(p: GenRMParams, data: str | Path, out_dir: str | Path, *, init: 
     sft = SFTParams(model=t.model, init=init or t.init, data=str(data), vocab_size=t.vocab_size, steps=steps,
                     batch_size=t.batch_size, lr=lr or t.lr, warmup_steps=min(t.warmup_steps, steps // 4),
                     seed=p.seed, checkpoint_every=min(t.checkpoint_every, steps), device=t.device,
-                    threads=p.threads, workers=p.threads, experiment=p.experiment)
+                    experiment=p.experiment)
     train_sft(sft, out_dir)
     return Path(out_dir) / "policy"
 

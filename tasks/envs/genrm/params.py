@@ -54,7 +54,7 @@ class JudgeTrainParams(Params):
              "judging pairs better (position-swap agreement 0.69 against 0.24; grades 0.46 against 0.53: LOG.md)")
     init: str = param("", help="a policy directory to fine-tune instead of a fresh model (any HF causal LM)")
     vocab_size: int = param(1024, ge=263, help="a fresh judge's BPE vocabulary, trained on the judge data")
-    steps: int = param(250, ge=1, help="optimizer steps (the 4-layer tiny judge: 0.4-0.6 s each on 2 CPU threads)")
+    steps: int = param(250, ge=1, help="optimizer steps (the 4-layer tiny judge: 0.4-0.6 s each on 2 CPU cores)")
     batch_size: int = param(32, ge=1, help="judging examples per optimizer step")
     lr: float = param(2e-3, gt=0.0, help="peak learning rate")
     warmup_steps: int = param(20, ge=0, help="linear warmup steps")
@@ -159,6 +159,6 @@ class GenRMParams(Params):
     swiss: SwissParams = param(default_factory=SwissParams, help="reference tournament")
     general: GeneralParams = param(default_factory=GeneralParams, help="general-task rewards")
     monitor: MonitorParams = param(default_factory=MonitorParams, help="online length-bias monitor (RL)")
-    threads: int = param(2, ge=1, help="CPU cores: torch threads and single-thread generation and training workers; a "
-                                       "fixed number, so results do not depend on the machine's cores")
+    threads: int = param(2, ge=1, help="CPU cores: torch threads and single-thread generation workers; a fixed number, "
+                                       "so results do not depend on the machine's cores")
     experiment: str = param("m1-genrm", help="MLflow experiment")
