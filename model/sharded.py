@@ -26,7 +26,6 @@ Only CPU models shard; on a GPU ``make_engine`` returns the plain ``TorchEngine`
 
 from __future__ import annotations
 
-import importlib
 import sys
 import traceback
 import types
@@ -80,14 +79,16 @@ class _Workers:
     def _tensors(self) -> list[torch.Tensor]:
         return [*self.model.parameters(), *self.model.buffers()]
 
-    def _start(self, target, args: tuple) -> None:
+    def _start(self, target, args, *, sees_main: bool = False) -> None:
         self.model.share_memory()
         self._shared = [t.data_ptr() for t in self._tensors()]
         ctx = mp.get_context("spawn")
         # a spawned child first imports the caller's __main__ (a script without a main guard would run
-        # again, a stage's module costs seconds); the worker needs nothing from it, so it sees none
+        # again, a stage's module costs seconds); a worker that needs nothing from it sees none, one
+        # that is sent its functions (a stage run as ``python -m`` defines its loss there) imports it
         main = sys.modules["__main__"]
-        sys.modules["__main__"] = types.ModuleType("__main__")
+        if not sees_main:
+            sys.modules["__main__"] = types.ModuleType("__main__")
         try:
             for i in range(self.workers - 1):
                 parent, child = ctx.Pipe()
@@ -194,22 +195,6 @@ def _backward(model: torch.nn.Module, loss_fn, jobs: list[tuple]) -> float:
     return total
 
 
-def _by_name(fn):
-    """``fn`` as something a worker can unpickle: a function of a module run as ``python -m`` lives in
-    ``__main__``, which the workers do not see, so it travels as (module name, function name)."""
-    main = sys.modules["__main__"]
-    if getattr(fn, "__module__", None) == "__main__" and getattr(main, "__spec__", None) is not None:
-        return main.__spec__.name, fn.__qualname__
-    return fn
-
-
-def _resolve(fn):
-    if isinstance(fn, tuple):
-        module, name = fn
-        return getattr(importlib.import_module(module), name)
-    return fn
-
-
 def _serve_grads(model: torch.nn.Module, grads: torch.Tensor, conn: Connection) -> None:
     """A worker: backward the jobs sent on ``conn`` and write the gradient into ``grads`` (flat,
     shared), until the connection closes (or None arrives)."""
@@ -224,7 +209,6 @@ def _serve_grads(model: torch.nn.Module, grads: torch.Tensor, conn: Connection) 
             return
         training, loss_fn, jobs = job
         try:
-            loss_fn = _resolve(loss_fn)
             model.train(training)
             for p in params:
                 p.grad = None
@@ -261,18 +245,18 @@ class ShardedBackward(_Workers):
     def _start_workers(self) -> None:
         size = sum(p.numel() for p in _grad_params(self.model))
         self._buffers = [torch.zeros(size).share_memory_() for _ in range(self.workers - 1)]
-        self._start(_serve_grads, lambda i: (self._buffers[i],))
+        self._start(_serve_grads, lambda i: (self._buffers[i],), sees_main=True)
 
     def backward(self, loss_fn, shards: list[list[tuple]]) -> float:
         """Accumulate into each parameter's ``.grad`` the gradient of the sum of ``loss_fn(model,
         *job)`` (a scalar) over every job of every shard; returns that sum. ``loss_fn`` is a
-        module-level function (the workers import it; one of a module run as ``python -m`` goes by
-        name); ``shards`` holds at most ``workers`` lists of picklable jobs."""
+        module-level function (the workers import its module, ``__main__`` included); ``shards``
+        holds at most ``workers`` lists of picklable jobs."""
         if len(shards) > self.workers:
             raise ValueError(f"backward: {len(shards)} shards for {self.workers} workers")
         self._restart_if_replaced()
         for conn, jobs in zip(self._conns, shards[1:]):
-            conn.send((self.model.training, _by_name(loss_fn), jobs))
+            conn.send((self.model.training, loss_fn, jobs))
         try:
             total = self._on_one_thread(lambda: _backward(self.model, loss_fn, shards[0]))
         finally:
