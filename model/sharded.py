@@ -37,10 +37,9 @@ import torch.multiprocessing as mp
 from model.generation import GenerationOutput, SamplingParams, TorchEngine
 
 
-def _serve(model: torch.nn.Module, pad_token_id: int, decode: str, conn: Connection) -> None:
-    """A worker: decode the shards sent on ``conn`` until it closes (or None arrives)."""
-    torch.set_num_threads(1)
-    engine = TorchEngine(model, pad_token_id=pad_token_id, decode=decode)
+def _serve_jobs(conn: Connection, handle) -> None:
+    """A worker's loop: answer each job sent on ``conn`` with ``("ok", handle(job))``, or ``("error",
+    traceback)`` for the parent to raise, until the connection closes (or None arrives)."""
     while True:
         try:
             job = conn.recv()
@@ -48,11 +47,17 @@ def _serve(model: torch.nn.Module, pad_token_id: int, decode: str, conn: Connect
             return
         if job is None:
             return
-        prompts, params, seed = job
         try:
-            conn.send(("ok", engine.generate(prompts, params, torch.Generator().manual_seed(seed))))
-        except Exception:  # the parent raises it with this traceback
+            conn.send(("ok", handle(job)))
+        except Exception:
             conn.send(("error", traceback.format_exc()))
+
+
+def _serve(model: torch.nn.Module, pad_token_id: int, decode: str, conn: Connection) -> None:
+    """A worker: decode the shards sent on ``conn``."""
+    torch.set_num_threads(1)
+    engine = TorchEngine(model, pad_token_id=pad_token_id, decode=decode)
+    _serve_jobs(conn, lambda job: engine.generate(job[0], job[1], torch.Generator().manual_seed(job[2])))
 
 
 def _reply(proc, conn: Connection) -> tuple[str, object]:
@@ -185,7 +190,7 @@ def _grad_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _backward(model: torch.nn.Module, loss_fn, jobs: list[tuple]) -> float:
+def backward_jobs(model: torch.nn.Module, loss_fn, jobs: list[tuple]) -> float:
     """``loss_fn(model, *job).backward()`` for each job, in order; the summed loss."""
     total = 0.0
     for job in jobs:
@@ -196,33 +201,26 @@ def _backward(model: torch.nn.Module, loss_fn, jobs: list[tuple]) -> float:
 
 
 def _serve_grads(model: torch.nn.Module, grads: torch.Tensor, conn: Connection) -> None:
-    """A worker: backward the jobs sent on ``conn`` and write the gradient into ``grads`` (flat,
-    shared), until the connection closes (or None arrives)."""
+    """A worker: backward the jobs sent on ``conn`` and write the gradient into ``grads`` (flat, shared)."""
     torch.set_num_threads(1)
     params = _grad_params(model)
-    while True:
-        try:
-            job = conn.recv()
-        except EOFError:  # the parent is gone
-            return
-        if job is None:
-            return
+
+    def handle(job) -> tuple[float, list[bool]]:
         training, loss_fn, jobs = job
-        try:
-            model.train(training)
-            for p in params:
-                p.grad = None
-            loss = _backward(model, loss_fn, jobs)
-            has_grad, at = [], 0
-            for p in params:
-                n = p.numel()
-                has_grad.append(p.grad is not None)
-                if p.grad is not None:
-                    grads[at : at + n].copy_(p.grad.reshape(-1))
-                at += n
-            conn.send(("ok", (loss, has_grad)))
-        except Exception:  # the parent raises it with this traceback
-            conn.send(("error", traceback.format_exc()))
+        model.train(training)
+        for p in params:
+            p.grad = None
+        loss = backward_jobs(model, loss_fn, jobs)
+        has_grad, at = [], 0
+        for p in params:
+            n = p.numel()
+            has_grad.append(p.grad is not None)
+            if p.grad is not None:
+                grads[at : at + n].copy_(p.grad.reshape(-1))
+            at += n
+        return loss, has_grad
+
+    _serve_jobs(conn, handle)
 
 
 class ShardedBackward(_Workers):
@@ -258,7 +256,7 @@ class ShardedBackward(_Workers):
         for conn, jobs in zip(self._conns, shards[1:]):
             conn.send((self.model.training, loss_fn, jobs))
         try:
-            total = self._on_one_thread(lambda: _backward(self.model, loss_fn, shards[0]))
+            total = self._on_one_thread(lambda: backward_jobs(self.model, loss_fn, shards[0]))
         finally:
             replies = self._replies(len(shards) - 1)
         params = _grad_params(self.model)

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import torch
 from tqdm import tqdm
 
-from model.sharded import ShardedBackward
+from model.sharded import ShardedBackward, backward_jobs
 from tasks.config import Params, exits_cleanly, load, param, stage_parser
 from tasks.train.checkpoint import load_state, made_by, resume_from, rng_state, save_checkpoint, set_rng_state
 from tasks.train.policy import build_policy, encode_prompt, encode_reply, load_policy, resolve_device, save_policy
@@ -171,11 +171,12 @@ def _piece_loss(model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, l
 def _deal(pieces: list[list[tuple[list[int], int]]], shards: int) -> list[list[int]]:
     """Indices of the pieces each shard runs: the largest (padded tokens) first, each to the shard
     with the fewest tokens so far."""
+    cost = [len(p) * max(len(seq) for seq, _ in p) for p in pieces]
     load, dealt = [0] * shards, [[] for _ in range(shards)]
-    for i in sorted(range(len(pieces)), key=lambda i: -len(pieces[i]) * max(len(s) for s, _ in pieces[i])):
+    for i in sorted(range(len(pieces)), key=lambda i: -cost[i]):
         k = load.index(min(load))
         dealt[k].append(i)
-        load[k] += len(pieces[i]) * max(len(s) for s, _ in pieces[i])
+        load[k] += cost[i]
     return [sorted(d) for d in dealt if d]
 
 
@@ -193,12 +194,7 @@ def accumulate(model: torch.nn.Module, batch: list[tuple[list[int], int]], micro
     total = sum(counted)
     jobs = [(*(x.to(device) for x in _batch(piece, pad_id)), n / total) for piece, n in zip(pieces, counted)]
     if pool is None:
-        loss = 0.0
-        for job in jobs:
-            part = _piece_loss(model, *job)
-            part.backward()
-            loss += part.item()
-        return loss
+        return backward_jobs(model, _piece_loss, jobs)
     return pool.backward(_piece_loss, [[jobs[i] for i in shard] for shard in _deal(pieces, pool.workers)])
 
 
