@@ -84,13 +84,50 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
         kth = torch.topk(probs, min(params.top_k, probs.shape[-1]), dim=-1).values[:, -1:]
         probs = torch.where(probs >= kth, probs, 0.0)
     if params.top_p < 1.0:
-        p_sorted, order = torch.sort(probs, dim=-1, descending=True)
-        mass_before = p_sorted.cumsum(-1) - p_sorted
-        # smallest prefix whose mass reaches top_p (mass over the top-k survivors)
-        p_sorted = torch.where(mass_before < params.top_p * p_sorted.sum(-1, keepdim=True), p_sorted, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, p_sorted)
+        probs = nucleus(probs, params.top_p)
     tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+
+
+def nucleus_by_sort(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """probs [B, V] with every token outside the top-p nucleus set to 0: the smallest prefix of the
+    descending order whose mass reaches top_p of the row's mass (over the top-k survivors)."""
+    p_sorted, order = torch.sort(probs, dim=-1, descending=True)
+    mass_before = p_sorted.cumsum(-1) - p_sorted
+    p_sorted = torch.where(mass_before < top_p * p_sorted.sum(-1, keepdim=True), p_sorted, 0.0)
+    return torch.zeros_like(probs).scatter(-1, order, p_sorted)
+
+
+#: relative margin around top_p x the row's mass inside which ``nucleus`` defers to the full sort: the
+#: sum in sorted order and in vocabulary order differ by at most V x 2^-24 of the mass (6.1e-5 at V 1024)
+NUCLEUS_MARGIN = 1e-4
+
+
+def nucleus(probs: torch.Tensor, top_p: float, k: int = 64) -> torch.Tensor:
+    """``nucleus_by_sort``'s result, the same floats, from the ``k`` largest probabilities of each row.
+
+    Sorting the whole vocabulary was 13% of a decode step at top-p 0.95 (64 rows, V 1024, one thread).
+    A trained policy's nucleus is a few tokens: the prefix sums of the top k are those of the full sort
+    (CPU cumsum adds in order), so a row's cut is the same wherever it is clear of the threshold by
+    ``NUCLEUS_MARGIN`` (the total is summed in another order) and falls inside the top k with no tie
+    across it. The other rows take the full sort."""
+    V = probs.shape[-1]
+    if k >= V:
+        return nucleus_by_sort(probs, top_p)
+    vals, idx = torch.topk(probs, k + 1, dim=-1)  # one past k: a tie across the cut is visible
+    mass_before = vals.cumsum(-1) - vals
+    total = probs.sum(-1, keepdim=True)
+    lo, hi = top_p * total * (1 - NUCLEUS_MARGIN), top_p * total * (1 + NUCLEUS_MARGIN)
+    keep = mass_before < lo
+    clear = keep | (mass_before >= hi)
+    cut = keep.sum(-1, keepdim=True)  # kept tokens of each row (none only in a row of zeros)
+    last, after = vals.gather(-1, (cut - 1).clamp(min=0)), vals.gather(-1, cut.clamp(max=k))
+    unclear = ~(clear.all(-1) & (cut[:, 0] > 0) & (cut[:, 0] < k + 1) & (last != after)[:, 0])
+    out = torch.zeros_like(probs).scatter(-1, idx, torch.where(keep, vals, 0.0))
+    if bool(unclear.any()):
+        rows = unclear.nonzero()[:, 0]
+        out[rows] = nucleus_by_sort(probs[rows], top_p)
+    return out
 
 
 def dense_moe(moe: SparseMoE, x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from model import M1Config, M1ForCausalLM
-from model.generation import SamplingParams, TorchEngine, sample
+import model.generation as generation
+from model.generation import SamplingParams, TorchEngine, nucleus, nucleus_by_sort, sample
 from model.logprobs import response_logprobs, token_logprobs
 
 
@@ -180,6 +181,37 @@ def test_sampling_truncation_rules():
     tok, lp = sample(logits, SamplingParams(temperature=2.0, top_k=1), g)
     tempered = torch.log_softmax(logits / 2.0, dim=-1)
     assert tok.item() == 0 and abs(lp.item() - tempered[0, 0].item()) < 1e-6  # log-prob before truncation
+
+
+@pytest.mark.parametrize("scale", [8.0, 3.0, 1.0, 0.1])
+def test_nucleus_from_the_top_k_is_the_full_sorts_to_the_bit(scale):
+    """Peaked rows (a trained policy's) to flat ones (an untrained one's: the nucleus is past the top k)."""
+    g = torch.Generator().manual_seed(0)
+    for top_p in (0.5, 0.9, 0.95, 0.999):
+        for k in (1, 8, 64):
+            logits = torch.randn(64, 1024, generator=g) * scale
+            logits[:8] *= 10  # peaked rows beside flat ones: each row takes its own path
+            probs = torch.softmax(logits, dim=-1)
+            probs[3, torch.randperm(1024, generator=g)[:1000]] = 0.0  # top-k survivors
+            assert torch.equal(nucleus(probs, top_p, k), nucleus_by_sort(probs, top_p))
+
+
+def test_nucleus_defers_to_the_sort_only_where_its_cut_is_not_clear(monkeypatch):
+    """A tie across the cut, or a cut within the margin of top_p, goes to the full sort; a clear cut
+    inside the top k does not sort."""
+    tie = torch.full((1, 256), 0.1 / 253)
+    tie[0, :3] = torch.tensor([0.5, 0.2, 0.2])  # top-p 0.6: 0.5 and one of the two 0.2s
+    edge = torch.full((1, 256), 0.2 / 253)
+    edge[0, :3] = torch.tensor([0.5, 0.3, 0.0])  # top-p 0.8: mass before the third is 0.8, the threshold
+    for probs, top_p in ((tie / tie.sum(), 0.6), (edge, 0.8)):
+        assert torch.equal(nucleus(probs, top_p), nucleus_by_sort(probs, top_p))
+    peaked = torch.softmax(torch.randn(64, 1024, generator=torch.Generator().manual_seed(1)) * 8, dim=-1)
+    expected = nucleus_by_sort(peaked, 0.95)
+    monkeypatch.setattr(generation, "nucleus_by_sort", lambda *a: pytest.fail("sorted a clear cut"))
+    assert torch.equal(nucleus(peaked, 0.95), expected)
+    for probs, top_p in ((tie / tie.sum(), 0.6), (edge, 0.8)):
+        with pytest.raises(pytest.fail.Exception):
+            nucleus(probs, top_p)
 
 
 def test_sampling_params_validation():
