@@ -108,9 +108,10 @@ def nucleus(probs: torch.Tensor, top_p: float, k: int = 64) -> torch.Tensor:
 
     Sorting the whole vocabulary was 13% of a decode step at top-p 0.95 (64 rows, V 1024, one thread).
     A trained policy's nucleus is a few tokens: the prefix sums of the top k are those of the full sort
-    (CPU cumsum adds in order), so a row's cut is the same wherever it is clear of the threshold by
-    ``NUCLEUS_MARGIN`` (the total is summed in another order) and falls inside the top k with no tie
-    across it. The other rows take the full sort."""
+    (to the bit on a CPU, whose cumsum adds in order; within rounding on a GPU), so a row's cut is the
+    same wherever it is clear of the threshold by ``NUCLEUS_MARGIN`` (the total is summed in another
+    order) and falls inside the top k with no tie across it; the kept values are the row's own. The
+    other rows take the full sort."""
     V = probs.shape[-1]
     if k >= V:
         return nucleus_by_sort(probs, top_p)
