@@ -105,7 +105,7 @@ class RLParams(Params):
     SECTION: ClassVar[str] = "rl"
     algorithm: str = param("cispo", choices=ALGORITHMS, help="the objective; its settings: rl.algorithms.<name>")
     seed: int = param(0, help="prompt stream, sampling and minibatch seed")
-    steps: int = param(40, ge=1, help="generation batches (tiny default: 8.5 min on 2 CPU cores, 2.8 of them in the GenRM-judged phase)")
+    steps: int = param(40, ge=1, help="generation batches (tiny default: 4.6-6.5 min on 2 CPU cores, by the hour; LOG.md)")
     prompts_per_step: int = param(16, ge=1, help="prompts per generation batch, global across ranks")
     samples_per_prompt: int = param(8, ge=2, help="responses per prompt (the group G)")
     updates_per_batch: int = param(4, ge=1, help="minibatches of whole prompt groups per generation batch, one "
