@@ -43,6 +43,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.vllm_h200_layers import layer_diff, prompt_logprob_error, rel  # noqa: E402
+from bench.vllm_h200_report import compare, plots, summary  # noqa: E402
 WORK = Path("/tmp/vbench")
 DEV = "cuda"
 PARTS = {"kernel": 90, "random": 230, "rl": 240, "v200k": 120, "trained": 110, "trunc": 80, "router32": 110,
@@ -149,25 +151,6 @@ class Trainers:
         return {k: v for k, v in out.items() if v}
 
 
-def reference_copy(master):
-    """fp32 arithmetic on the bf16-rounded weights vLLM holds (the fp32 master head kept), lightning
-    through the plain-PyTorch reference: the yardstick for both engines' bf16 arithmetic."""
-    ref = copy.deepcopy(master).to(torch.bfloat16).float().eval()
-    for layer in ref.model.layers:
-        if hasattr(layer.self_attn, "backend"):
-            layer.self_attn.backend = "reference"
-    with torch.no_grad():
-        ref.lm_head.weight.copy_(master.lm_head.weight)
-    return ref
-
-
-def compare(p_infer: list[float], p_train: list[float]) -> dict[str, float]:
-    a, b = torch.tensor(p_infer, dtype=torch.float64), torch.tensor(p_train, dtype=torch.float64)
-    d = (a - b).abs()
-    return {"pearson": torch.corrcoef(torch.stack([a, b]))[0, 1].item(), "mean_abs_dp": d.mean().item(),
-            "max_abs_dp": d.max().item(), "tokens": len(a)}
-
-
 def figure3(eng, vm, trainers: Trainers, prompts, params, name: str) -> dict:
     """vLLM samples with each head; the trainers rescore the same tokens."""
     result = {}
@@ -184,192 +167,6 @@ def figure3(eng, vm, trainers: Trainers, prompts, params, name: str) -> dict:
         log(name, head, {k: round(v["pearson"], 6) for k, v in result[head].items() if k.startswith("vs_")})
     vm.set_head("fp32")
     return result
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp(min=1e-30)).item()
-
-
-class Capture:
-    """Forward hooks on vLLM's decoder layers: inputs and outputs of each norm, attention and MoE."""
-
-    def __init__(self, vm) -> None:
-        self.rec: dict[str, list[torch.Tensor]] = {}
-        self.handles = []
-        for i, layer in enumerate(vm.model.layers):
-            for part in ("input_layernorm", "post_attention_layernorm", "block_sparse_moe"):
-                self._io(getattr(layer, part), f"{i}.{part}")
-            self._io(layer.block_sparse_moe.gate, f"{i}.gate")
-            self.handles.append(layer.self_attn.register_forward_hook(self._attn(f"{i}.attn"), with_kwargs=True))
-            self._io(layer, f"{i}.layer")
-        self._io(vm.model.norm, "final_norm")
-
-    def _put(self, key: str, t) -> None:
-        if isinstance(t, tuple):
-            t = t[0]
-        self.rec.setdefault(key, []).append(t.detach().float().clone())
-
-    def _io(self, module, key: str) -> None:
-        def hook(mod, args, kwargs, out):
-            x = args[0] if args else next(iter(kwargs.values()))
-            self._put(key + ".in", x)
-            self._put(key + ".out", out)
-        self.handles.append(module.register_forward_hook(hook, with_kwargs=True))
-
-    def _attn(self, key: str):
-        def hook(mod, args, kwargs, out):
-            self._put(key + ".in", kwargs["hidden_states"])
-            self._put(key + ".out", kwargs["output"])
-        return hook
-
-    def take(self, T: int) -> dict[str, torch.Tensor]:
-        got = {k: torch.cat(v)[:T] for k, v in self.rec.items()}
-        self.rec = {}
-        return got
-
-    def close(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
-MOE_VARIANTS = {  # our SparseMoE in bf16 with one part changed: (router logits, silu-and-mul in fp32, fp32 sum)
-    "sum32": ("bf16", False, True),
-    "act32": ("bf16", True, False),
-    "router32": ("fp32", False, False),
-    "router_vllm": ("vllm", False, False),
-    "all32": ("fp32", True, True),
-}
-
-
-def moe_variant(moe, x: torch.Tensor, router: str, act32: bool, sum32: bool):
-    """``SparseMoE.forward`` on bf16 ``x`` [N, d] with the router logits from the bf16 gate (ours), an
-    fp32 GEMM ("fp32") or that rounded to bf16 ("vllm": vLLM's fp32 gate, routed on bf16 logits);
-    ``silu(w1 x) * w3 x`` in fp32 before one rounding (vLLM's silu_and_mul); the weighted expert
-    outputs summed in fp32 -> (out [N, d] bf16, each row's experts, sorted [N, k])."""
-    import torch.nn.functional as F
-
-    if router == "bf16":
-        logits = moe.gate(x)
-    else:
-        logits = F.linear(x.float(), moe.gate.weight.float())
-        if router == "vllm":
-            logits = logits.bfloat16()
-    probs = torch.softmax(logits.float(), dim=-1)  # [N, E]
-    top_w, top_i = torch.topk(probs, moe.cfg.num_experts_per_tok, dim=-1)
-    top_w = top_w / top_w.sum(-1, keepdim=True)
-    out = torch.zeros(x.shape, dtype=torch.float32 if sum32 else x.dtype, device=x.device)
-    for e, expert in enumerate(moe.experts):
-        tok, slot = torch.where(top_i == e)
-        if tok.numel() == 0:
-            continue
-        xe = x[tok]
-        if act32:
-            h = (F.silu(expert.w1(xe).float()) * expert.w3(xe).float()).to(x.dtype)
-        else:
-            h = F.silu(expert.w1(xe)) * expert.w3(xe)
-        out.index_add_(0, tok, (expert.w2(h) * top_w[tok, slot, None]).to(out.dtype))
-    return out.to(x.dtype), top_i.sort(-1).values
-
-
-@torch.no_grad()
-def layer_diff(eng, vm, master, T: int = 1024, n: int = 4) -> dict:
-    """Per layer: hidden states of vLLM and of our bf16 model against an fp32 reference on vLLM's
-    (bf16-rounded) weights; per component: each one's error on vLLM's own input (local error),
-    lightning attention by 256-token block; MoE routing differences; prompt log-prob error."""
-    from vllm import SamplingParams, TokensPrompt
-
-    from model.modeling import rope_cos_sin
-
-    ours = copy.deepcopy(master).to(torch.bfloat16).eval()
-    ref = reference_copy(master)
-    cap = Capture(vm)
-    g = torch.Generator().manual_seed(7)
-    acc: dict[str, list[float]] = {}
-
-    def add(key, value):
-        acc.setdefault(key, []).append(value)
-
-    cfg = master.config
-    for _ in range(n):
-        prompt = torch.randint(0, cfg.vocab_size, (T,), generator=g).tolist()
-        sp = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False, temperature=1.0)
-        res = eng.llm.generate([TokensPrompt(prompt_token_ids=prompt)], sp, use_tqdm=False)[0]
-        v = cap.take(T)
-        ids = torch.tensor([prompt], device=DEV)
-        hs = {}
-        for name, model in (("ours", ours), ("ref", ref)):
-            hooks = [layer.register_forward_hook(lambda m, a, o, i=i, name=name: hs.__setitem__((name, i), o[0][0].float()))
-                     for i, layer in enumerate(model.model.layers)]
-            hs[(name, "final")] = model.model(ids)[0][0].float()
-            for h in hooks:
-                h.remove()
-        rope = {dt: rope_cos_sin(torch.arange(T, device=DEV)[None], cfg.rotary_dim, cfg.rope_theta, dt)
-                for dt in (torch.bfloat16, torch.float32)}
-        for i in range(cfg.num_hidden_layers):
-            add(f"hidden/vllm/{i}", rel(v[f"{i}.layer.out"], hs[("ref", i)]))
-            add(f"hidden/ours/{i}", rel(hs[("ours", i)], hs[("ref", i)]))
-            kind = ref.model.layers[i].kind
-            x = v[f"{i}.input_layernorm.in"]
-            add(f"local/input_norm/vllm/{i}", rel(v[f"{i}.input_layernorm.out"], ref.model.layers[i].input_layernorm(x)))
-            add(f"local/input_norm/ours/{i}", rel(ours.model.layers[i].input_layernorm(x.bfloat16()), ref.model.layers[i].input_layernorm(x)))
-            h = v[f"{i}.attn.in"][None]  # [1, T, d]
-            args = {m: ((h.to(dt), None, None, False) if kind == "linear_attention" else (h.to(dt), rope[dt], None, None, False))
-                    for m, dt in (("ours", torch.bfloat16), ("ref", torch.float32))}
-            a_ref = ref.model.layers[i].self_attn(*args["ref"])[0][0]
-            a_ours = ours.model.layers[i].self_attn(*args["ours"])[0][0].float()
-            a_vllm = v[f"{i}.attn.out"]
-            add(f"local/attn/vllm/{i}", rel(a_vllm, a_ref))
-            add(f"local/attn/ours/{i}", rel(a_ours, a_ref))
-            if kind == "linear_attention":
-                for b in range(0, T, 256):
-                    add(f"block/vllm/{i}/{b}", rel(a_vllm[b:b + 256], a_ref[b:b + 256]))
-                    add(f"block/ours/{i}/{b}", rel(a_ours[b:b + 256], a_ref[b:b + 256]))
-            x2 = v[f"{i}.block_sparse_moe.in"]
-            m_ref, logits_ref = ref.model.layers[i].block_sparse_moe(x2)
-            m_ours, logits_ours = ours.model.layers[i].block_sparse_moe(x2.bfloat16())
-            add(f"local/moe/vllm/{i}", rel(v[f"{i}.block_sparse_moe.out"], m_ref))
-            add(f"local/moe/ours/{i}", rel(m_ours.float(), m_ref))
-            k = cfg.num_experts_per_tok
-            top = {name: torch.topk(torch.softmax(lg.float(), -1), k, -1).indices.sort(-1).values
-                   for name, lg in (("ref", logits_ref), ("ours", logits_ours),
-                                    ("vllm", v[f"{i}.gate.out"].bfloat16()))}  # FusedMoE routes on bf16 logits
-            add(f"routing_flips/vllm/{i}", (top["vllm"] != top["ref"]).any(-1).float().mean().item())
-            add(f"routing_flips/ours/{i}", (top["ours"] != top["ref"]).any(-1).float().mean().item())
-            for name, variant in MOE_VARIANTS.items():
-                m_var, top_var = moe_variant(ours.model.layers[i].block_sparse_moe, x2.bfloat16(), *variant)
-                add(f"local/moe/ours_{name}/{i}", rel(m_var.float(), m_ref))
-                add(f"routing_flips/ours_{name}/{i}", (top_var != top["ref"]).any(-1).float().mean().item())
-        add("hidden/vllm/final", rel(v["final_norm.out"], hs[("ref", "final")]))
-        add("hidden/ours/final", rel(hs[("ours", "final")], hs[("ref", "final")]))
-        lp_ref = torch.log_softmax(ref.lm_head(hs[("ref", "final")])[:-1], -1).gather(-1, ids[0, 1:, None])[:, 0]
-        lp_vllm = torch.tensor([d[t].logprob for t, d in zip(prompt[1:], res.prompt_logprobs[1:])], device=DEV)
-        add("prompt_logprob/vllm_vs_ref_mean_abs", (lp_vllm - lp_ref).abs().mean().item())
-        lp_ours = torch.log_softmax(torch.nn.functional.linear(hs[("ours", "final")][:-1], master.lm_head.weight), -1)
-        lp_ours = lp_ours.gather(-1, ids[0, 1:, None])[:, 0]
-        add("prompt_logprob/ours_vs_ref_mean_abs", (lp_ours - lp_ref).abs().mean().item())
-        add("prompt_logprob/vllm_vs_ours_mean_abs", (lp_vllm - lp_ours).abs().mean().item())
-    cap.close()
-    return {k: sum(x) / len(x) for k, x in acc.items()}
-
-
-@torch.no_grad()
-def prompt_logprob_error(eng, master, T: int = 1024, n: int = 4) -> float:
-    """Mean |log p_vLLM - log p_ref| over prompt tokens (fp32 reference on vLLM's weights)."""
-    from vllm import SamplingParams, TokensPrompt
-
-    ref = reference_copy(master)
-    g = torch.Generator().manual_seed(7)
-    errs = []
-    for _ in range(n):
-        prompt = torch.randint(0, master.config.vocab_size, (T,), generator=g).tolist()
-        sp = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
-        res = eng.llm.generate([TokensPrompt(prompt_token_ids=prompt)], sp, use_tqdm=False)[0]
-        ids = torch.tensor([prompt], device=DEV)
-        lp = torch.log_softmax(ref(ids).logits[0, :-1].float(), -1).gather(-1, ids[0, 1:, None])[:, 0]
-        lv = torch.tensor([d[t].logprob for t, d in zip(prompt[1:], res.prompt_logprobs[1:])], device=DEV)
-        errs.append((lv - lp).abs().mean().item())
-    return sum(errs) / len(errs)
 
 
 def throughput_vllm(eng, prompts, new: int) -> dict:
@@ -765,92 +562,6 @@ def run_part(name: str) -> None:
     os._exit(0)  # vLLM's engine threads need not be joined
 
 
-def plots(results: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = [(n, h) for n in ("random", "trained", "v200k") for h in ("bf16", "fp32") if (WORK / f"fig3_{n}_{h}.pt").exists()]
-    if runs:
-        fig, axes = plt.subplots((len(runs) + 1) // 2, 2, figsize=(9, 4.2 * ((len(runs) + 1) // 2)), squeeze=False)
-        for ax, (n, h) in zip(axes.flat, runs):
-            d = torch.load(WORK / f"fig3_{n}_{h}.pt")
-            key = "bf16_head" if h == "bf16" else "fp32_head"
-            m = compare(d["p_vllm"], d[key])
-            ax.scatter(d[key], d["p_vllm"], s=2, alpha=0.3, linewidths=0)
-            ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls="--")
-            ax.set_title(f"{n}: vLLM {h} head vs trainer {h} head\nr = {m['pearson']:.5f}, mean |dp| = {m['mean_abs_dp']:.4f}", fontsize=9)
-            ax.set_xlabel("trainer probability (chunked kernel, training path)")
-            ax.set_ylabel("vLLM probability (rollout)")
-        fig.tight_layout()
-        fig.savefig(out / "vllm_agreement.png", dpi=110)
-        plt.close(fig)
-    layers = results.get("random", {}).get("layers")
-    if layers:
-        L = RANDOM["num_hidden_layers"]
-        fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-        for who, style in (("vllm", "o-"), ("ours", "s--")):
-            axes[0].semilogy(range(L), [layers[f"hidden/{who}/{i}"] for i in range(L)], style, label=f"{who} bf16")
-            for comp in ("attn", "moe", "input_norm"):
-                axes[1].semilogy(range(L), [layers[f"local/{comp}/{who}/{i}"] for i in range(L)], style, label=f"{who} {comp}")
-            blocks = sorted({int(k.split("/")[3]) for k in layers if k.startswith(f"block/{who}/")})
-            axes[2].semilogy(blocks, [sum(layers[f"block/{who}/{i}/{b}"] for i in range(L) if f"block/{who}/{i}/{b}" in layers)
-                                      / sum(f"block/{who}/{i}/{b}" in layers for i in range(L)) for b in blocks], style, label=who)
-        axes[0].set(title="hidden state after each layer vs fp32 reference", xlabel="layer", ylabel="relative error")
-        axes[1].set(title="local error of each component on vLLM's own input", xlabel="layer")
-        axes[2].set(title="lightning attention local error by 256-token block", xlabel="first position of block")
-        for ax in axes:
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "vllm_layers.png", dpi=110)
-        plt.close(fig)
-
-
-def summary(results: dict) -> str:
-    lines = ["| policy | vLLM head | r vs trainer bf16 head | r vs trainer fp32 head | r vs trainer fp32 model | mean abs dp (same head) | max abs dp |",
-             "|---|---|---|---|---|---|---|"]
-    for n in ("random", "router32", "trained", "v200k"):
-        for h, f3 in results.get(n, {}).get("figure3", {}).items():
-            same = f3["vs_trainer_bf16_head" if h == "bf16" else "vs_trainer_fp32_head"]
-            r = {k: f"{f3[f'vs_trainer_{k}']['pearson']:.6f}" if f"vs_trainer_{k}" in f3 else "n/a"
-                 for k in ("bf16_head", "fp32_head", "fp32_model")}
-            lines.append(f"| {n} | {h} | {r['bf16_head']} | {r['fp32_head']} | {r['fp32_model']} | "
-                         f"{same['mean_abs_dp']:.5f} | {same['max_abs_dp']:.4f} |")
-    tp = results.get("random", {}).get("throughput", {})
-    if tp:
-        lines += ["", "| engine | tokens/s |", "|---|---|"]
-        for k, v in tp.get("vllm", {}).items():
-            lines.append(f"| vLLM 0.23, FULL_DECODE_ONLY CUDA graphs, {k} | {v['tokens_per_s']:.0f} |")
-        for k, v in tp.get("torch", {}).items():
-            lines.append(f"| TorchEngine {k} ({v['new_tokens']} new tokens) | {v['tokens_per_s']:.0f} ({v['ms_per_step']:.2f} ms/step) |")
-    kernel = {k: v for k, v in results.get("kernel", {}).items() if k.startswith("N=")}
-    if kernel:
-        lines += ["", "| fused log-probs | BK | shared fwd/bwd | rel err logprob | entropy | grad h | grad w | fwd ms | bwd ms |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for k, v in kernel.items():
-            errs = " | ".join(f"{v[e]:.1e}" if e in v else "-" for e in ("err_logprob", "err_entropy", "err_grad_h", "err_grad_w"))
-            lines.append(f"| {k} | {v['tiles']['BK']} | {v.get('shared_fwd')}/{v.get('shared_bwd')} | {errs} | "
-                         f"{v.get('fwd_ms', float('nan')):.2f} | {v.get('bwd_ms', float('nan')):.2f} |" + (f" {v['error']}" if "error" in v else ""))
-    for name in ("speed", "speed_vp", "speed_mp"):
-        rows = results.get(name, {}).get("rows", [])
-        if rows:
-            lines += ["", f"| {name}: prompts | logprobs | seeds | new tokens | tokens/s | ms/step |", "|---|---|---|---|---|---|"]
-            lines += [f"| {r['prompts']} | {r['logprobs']} | {r['seeds']} | {r['new_tokens']} | {r['tokens_per_s']:.0f} | "
-                      f"{r['ms_per_step']:.2f} |" for r in rows]
-    if "profile" in results.get("speed", {}):
-        lines.append(f"profile: {results['speed']['profile']}")
-    rl = results.get("rl", {})
-    if "metrics" in rl:
-        lines.append("rl: " + "; ".join(f"step {m.get('step')}: r={m.get('health/prob_pearson', float('nan')):.5f}"
-                                        for m in rl["metrics"] if "health/prob_pearson" in m))
-        lines.append(f"rl mlflow: {rl.get('mlflow')}")
-    for name, r in results.items():
-        if "error" in r:
-            lines.append(f"part {name}: ERROR {r['error']}")
-    return "\n".join(lines)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", type=Path, required=True)
@@ -898,7 +609,7 @@ def main() -> None:
         if (WORK / extra).exists():
             (args.output / extra).write_bytes((WORK / extra).read_bytes())
     try:
-        plots(results, args.output)
+        plots(results, args.output, WORK, RANDOM["num_hidden_layers"])
     except Exception as e:
         print("plots failed:", e)
     print(summary(results))
