@@ -236,7 +236,7 @@ def test_token_logprobs_padding_and_gradient(m1):
     assert torch.allclose(lp_pad[0, 3:], lp[0].detach(), atol=1e-5) and (lp_pad[0, :4] == 0).all()
 
 
-def _whole(prompts, replies):
+def _whole(prompts, replies, device="cpu"):
     """Right-padded prompt + reply ids, attention mask and reply mask."""
     width = max(len(p) + len(r) for p, r in zip(prompts, replies))
     ids = torch.zeros(len(prompts), width, dtype=torch.long)
@@ -245,7 +245,27 @@ def _whole(prompts, replies):
         ids[i, : len(p) + len(r)] = torch.tensor(p + r)
         attn[i, : len(p) + len(r)] = 1
         mask[i, len(p) : len(p) + len(r)] = 1
-    return ids, attn, mask
+    return ids.to(device), attn.to(device), mask.to(device)
+
+
+def check_replies_against_whole_sequences(model, prompts, replies, atol, grad_atol):
+    """``response_logprobs`` against ``token_logprobs`` on the whole sequences: values and entropies
+    within ``atol``, zeros past each reply, every gradient within ``grad_atol`` of its largest entry."""
+    ids, attn, mask = _whole(prompts, replies, next(model.parameters()).device)
+    lp_all, ent_all = token_logprobs(model, ids, attn)
+    (lp_all * mask).sum().backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    lp, ent = response_logprobs(model, prompts, replies)
+    assert lp.shape == (len(prompts), max(map(len, replies)))
+    for i, (p, r) in enumerate(zip(prompts, replies)):
+        assert torch.allclose(lp[i, : len(r)], lp_all[i, len(p) : len(p) + len(r)], atol=atol)
+        assert torch.allclose(ent[i, : len(r)], ent_all[i, len(p) : len(p) + len(r)], atol=atol)
+        assert (lp[i, len(r):] == 0).all() and (ent[i, len(r):] == 0).all()
+    lp.sum().backward()
+    for n, p in model.named_parameters():  # every response's gradient reaches the shared prompt's weights
+        scale = want[n].abs().max().clamp(min=1e-6)
+        assert torch.allclose(p.grad, want[n], atol=grad_atol * float(scale)), n
 
 
 def _llama():
@@ -271,21 +291,7 @@ def test_response_logprobs_equal_the_whole_sequences_and_their_gradients(build):
         for i in range(3):
             prompts.append(p)
             replies.append(rand(1 + (4 * i + 3 * j) % 9))
-    ids, attn, mask = _whole(prompts, replies)
-    lp_all, ent_all = token_logprobs(model, ids, attn)
-    (lp_all * mask).sum().backward()
-    want = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    lp, ent = response_logprobs(model, prompts, replies)
-    assert lp.shape == (9, max(map(len, replies)))
-    for i, (p, r) in enumerate(zip(prompts, replies)):
-        assert torch.allclose(lp[i, : len(r)], lp_all[i, len(p) : len(p) + len(r)], atol=1e-5)
-        assert torch.allclose(ent[i, : len(r)], ent_all[i, len(p) : len(p) + len(r)], atol=1e-5)
-        assert (lp[i, len(r):] == 0).all() and (ent[i, len(r):] == 0).all()
-    lp.sum().backward()
-    for n, p in model.named_parameters():  # every response's gradient reaches the shared prompt's weights
-        scale = want[n].abs().max().clamp(min=1e-6)
-        assert torch.allclose(p.grad, want[n], atol=1e-4 * float(scale)), n
+    check_replies_against_whole_sequences(model, prompts, replies, atol=1e-5, grad_atol=1e-4)
 
 
 def test_response_logprobs_refuses_an_empty_prompt():

@@ -11,20 +11,9 @@ import torch
 
 from model import M1Config, M1ForCausalLM
 from model.generation import nucleus, nucleus_by_sort
-from model.logprobs import response_logprobs, token_logprobs
+from tests.test_model_generation import check_replies_against_whole_sequences
 
 DEV = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
-
-
-def _whole(prompts, replies):
-    width = max(len(p) + len(r) for p, r in zip(prompts, replies))
-    ids = torch.zeros(len(prompts), width, dtype=torch.long)
-    attn, mask = torch.zeros_like(ids), torch.zeros(len(prompts), width)
-    for i, (p, r) in enumerate(zip(prompts, replies)):
-        ids[i, : len(p) + len(r)] = torch.tensor(p + r)
-        attn[i, : len(p) + len(r)] = 1
-        mask[i, len(p): len(p) + len(r)] = 1
-    return ids.to(DEV), attn.to(DEV), mask.to(DEV)
 
 
 def test_response_logprobs_through_the_kernels_equal_the_whole_sequences():
@@ -40,20 +29,7 @@ def test_response_logprobs_through_the_kernels_equal_the_whole_sequences():
         for i in range(3):
             prompts.append(p)
             replies.append(rand(1 + (7 * i + 5 * j) % 21))
-    ids, attn, mask = _whole(prompts, replies)
-    lp_all, ent_all = token_logprobs(model, ids, attn)
-    (lp_all * mask).sum().backward()
-    want = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    lp, ent = response_logprobs(model, prompts, replies)
-    for i, (p, r) in enumerate(zip(prompts, replies)):
-        assert torch.allclose(lp[i, : len(r)], lp_all[i, len(p): len(p) + len(r)], atol=1e-4)
-        assert torch.allclose(ent[i, : len(r)], ent_all[i, len(p): len(p) + len(r)], atol=1e-4)
-        assert (lp[i, len(r):] == 0).all()
-    lp.sum().backward()
-    for n, p in model.named_parameters():
-        scale = want[n].abs().max().clamp(min=1e-6)
-        assert torch.allclose(p.grad, want[n], atol=2e-4 * float(scale)), n
+    check_replies_against_whole_sequences(model, prompts, replies, atol=1e-4, grad_atol=2e-4)
 
 
 def test_nucleus_is_the_full_sorts_on_the_device():
